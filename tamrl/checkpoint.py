@@ -1,0 +1,89 @@
+"""The checkpoint bundle: one file that holds everything needed to predict, loadable with weights_only=True.
+
+Contents: every ensemble member's weights, the run config, the feature set and its feature names, the scalers,
+the training and validation site ids, class weights, the chosen inference settings, validation metrics, the
+code version, the data attribution and a schema version.
+"""
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tamrl import __version__
+from tamrl.errors import CheckpointError
+
+SCHEMA_VERSION = 1
+REQUIRED = (
+    "schema_version", "model", "config", "feature_set", "features", "scalers", "members",
+    "training_sites", "inference", "metrics", "code_version",
+)  # fmt: skip
+BUILTIN = Path(__file__).parent / "checkpoints"
+FLUXNET_ATTRIBUTION = (
+    "Trained on FLUXNET2015 data (CC-BY-4.0): Pastorello et al. (2020), The FLUXNET2015 dataset and the ONEFlux "
+    "processing pipeline for eddy covariance data, Scientific Data 7:225, doi:10.1038/s41597-020-0534-3. "
+    "This work used eddy covariance data acquired and shared by the FLUXNET community, including these networks: "
+    "AmeriFlux, AfriFlux, AsiaFlux, CarboAfrica, CarboEuropeIP, CarboItaly, CarboMont, ChinaFlux, Fluxnet-Canada, "
+    "GreenGrass, ICOS, KoFlux, LBA, NECC, OzFlux-TERN, TCOS-Siberia, and USCCC. The FLUXNET eddy covariance data "
+    "processing and harmonization was carried out by the ICOS Ecosystem Thematic Center, AmeriFlux Management "
+    "Project and Fluxdata project of FLUXNET, with the support of CDIAC, ICOS Ecosystem Thematic Center, and the "
+    "OzFlux, ChinaFlux and AsiaFlux offices. MODIS MOD09GA v006 reflectance: Vermote and Wolfe, "
+    "doi:10.5067/MODIS/MOD09GA.006 (extraction: A. Descals, CREAF, repository stineb/rsvi)."
+)
+
+
+def save_bundle(bundle: dict[str, Any], path: str | Path) -> Path:
+    """Write a bundle (adding schema and code versions) atomically: a crash never leaves half a file."""
+    missing = [k for k in REQUIRED if k not in bundle and k not in ("schema_version", "code_version")]
+    if missing:
+        raise CheckpointError(f"refusing to save an incomplete checkpoint: missing {', '.join(missing)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({**bundle, "schema_version": SCHEMA_VERSION, "code_version": __version__}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A checkpoint path, or the name of a shipped one (``default``, ``modis_met``, ``met``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = BUILTIN / f"{name_or_path}.pt"
+    if builtin.is_file():
+        return builtin
+    shipped = ", ".join(sorted(p.stem for p in BUILTIN.glob("*.pt"))) or "none"
+    raise CheckpointError(f"checkpoint {name_or_path} not found: give a file path or a shipped name ({shipped})")
+
+
+def load_bundle(name_or_path: str | Path) -> dict[str, Any]:
+    """Load and check a bundle with ``weights_only=True`` (no code from the file is ever run)."""
+    path = resolve(name_or_path)
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable tamrl checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(bundle, dict) or "schema_version" not in bundle:
+        raise CheckpointError(f"{path} is not a tamrl checkpoint bundle (no schema_version)")
+    if bundle["schema_version"] != SCHEMA_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint schema version {bundle['schema_version']}, but this tamrl ({__version__}) "
+            f"reads version {SCHEMA_VERSION}: retrain it or use a matching tamrl release"
+        )
+    missing = [k for k in REQUIRED if k not in bundle]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
+    bundle["path"] = str(path)
+    bundle["sha256"] = file_hash(path)
+    return bundle
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a file, the checkpoint's identity in provenance records."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

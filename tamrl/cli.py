@@ -1,0 +1,161 @@
+"""The ``tamrl`` command: train, predict, evaluate. Errors print as one line and exit with status 2."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tamrl.errors import TamrlError
+from tamrl.features import FEATURE_SETS
+
+log = logging.getLogger("tamrl")
+DEFAULT_DATA = Path("../shared/data/fluxnet2015")
+DEFAULT_MODIS = Path("../shared/data/modis")
+
+
+def _site_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="FLUXNET2015-style folder (sites.csv + daily/) or CarbonBench folder (*.parquet)")
+    p.add_argument("--modis", type=Path, default=None,
+                   help=f"MOD09GA tower reflectance (file or folder), needed by modis_met; e.g. {DEFAULT_MODIS}")
+    p.add_argument("--sites-file", type=Path, help="use only these sites (one id a line)")
+    p.add_argument("--exclude-sites-file", type=Path, help="leave these sites out (one id a line)")
+
+
+def _load_sites(args: argparse.Namespace, feature_set: str):
+    from tamrl.data import load_carbonbench, load_fluxnet, read_sites_table, select_sites
+
+    if (args.data / "target_fluxes.parquet").is_file():
+        sites = load_carbonbench(args.data)
+        ids = select_sites([s.site_id for s in sites], args.sites_file, args.exclude_sites_file)
+        return [s for s in sites if s.site_id in ids]
+    ids = select_sites(list(read_sites_table(args.data).index), args.sites_file, args.exclude_sites_file)
+    modis = args.modis
+    if modis is None and feature_set == "modis_met" and DEFAULT_MODIS.exists():
+        modis = DEFAULT_MODIS
+    return load_fluxnet(args.data, ids, modis if FEATURE_SETS[feature_set].reflectance else None)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from tamrl.config import load_config
+    from tamrl.train import train
+
+    cfg = load_config(args.config, model=args.model, feature_set=args.feature_set, seeds=args.seeds,
+                      epochs=args.epochs, epochs_stage2=args.epochs_stage2, hidden=args.hidden,
+                      device=args.device, max_steps_per_epoch=args.max_steps_per_epoch)
+    sites = _load_sites(args, cfg.feature_set)
+    bundle = train(cfg, sites, args.out, progress=not args.quiet)
+    print(f"checkpoint {args.out}: {cfg.model}, {len(bundle['members'])} member(s), "
+          f"{len(bundle['training_sites'])} training sites, {bundle['metrics']['train_seconds']:.0f} s; "
+          f"validation RMSE {_fmt(bundle['metrics']['validation_rmse_chosen'])}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from tamrl.predict import Predictor, read_drivers
+
+    predictor = Predictor.load(args.checkpoint, args.device)
+    frame = read_drivers(args.drivers)
+    meta = {}
+    for key in ("lat", "lon", "igbp", "koppen"):
+        value = getattr(args, key)
+        if value is None and key in frame.attrs.get("static", {}):
+            value = frame.attrs["static"][key]
+        if value is None:
+            raise TamrlError(f"--{key} is required: the location's {key} is an input of the model")
+        meta[key] = value
+    out = predictor.predict_frame(frame, float(meta["lat"]), float(meta["lon"]), meta["igbp"], meta["koppen"])
+    if args.out:
+        out.to_csv(args.out, float_format="%.4f")
+        print(f"wrote {len(out)} days of GPP, RECO, NEE (g C m-2 d-1, ensemble mean and *_std) to {args.out}")
+    else:
+        out.to_csv(sys.stdout, float_format="%.4f")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from tamrl.evaluate import write_report
+    from tamrl.predict import Predictor
+    from tamrl.train import site_predictions
+
+    predictors = [Predictor.load(c, args.device) for c in args.checkpoint]
+    labels = args.label or [p.bundle["model"] for p in predictors]
+    if len(labels) != len(predictors):
+        raise TamrlError(f"give one --label per --checkpoint ({len(predictors)}), or none")
+    frames, site_table = [], None
+    for predictor, label in zip(predictors, labels, strict=True):
+        sites = _load_sites(args, predictor.fs.name)
+        seen = set(predictor.bundle["training_sites"]) & {s.site_id for s in sites}
+        if seen and not args.allow_training_sites:
+            raise TamrlError(f"{len(seen)} evaluation site(s) were used to train {label} (e.g. {sorted(seen)[0]}): "
+                             "zero-shot scores need held-out sites (use --exclude-sites-file, or "
+                             "--allow-training-sites to score them anyway)")
+        frames.append(site_predictions(predictor, sites, label))
+        site_table = pd.DataFrame({"site": [s.site_id for s in sites], "igbp": [s.igbp for s in sites],
+                                   "koppen": [s.koppen for s in sites]})
+    reference = args.reference if args.reference in labels else labels[0]
+    paths = write_report(pd.concat(frames, ignore_index=True), site_table, args.out, reference=reference)
+    print(f"evaluated {', '.join(labels)} on {len(site_table)} sites; report: {paths['summary.md']}")
+
+
+def _fmt(scores: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(scores.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tamrl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (tamrl, tamlstm, ctlstm, xgboost) into a checkpoint")
+    p.add_argument("--model", choices=["tamrl", "tamlstm", "ctlstm", "xgboost"])
+    p.add_argument("--feature-set", choices=list(FEATURE_SETS))
+    p.add_argument("--seeds", type=int, help="ensemble members (default 10)")
+    p.add_argument("--epochs", type=int, help="most epochs of stage 1")
+    p.add_argument("--epochs-stage2", type=int, help="most epochs of TAM-RL's joint stage")
+    p.add_argument("--hidden", type=int)
+    p.add_argument("--max-steps-per-epoch", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--config", type=Path, help="TOML run config; command-line options override it")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _site_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="daily GPP/RECO/NEE for one location from its drivers alone")
+    p.add_argument("--checkpoint", default="default", help="checkpoint file or shipped name (default, met)")
+    p.add_argument("--drivers", type=Path, required=True, help="daily drivers (CSV/Parquet with a date column)")
+    p.add_argument("--lat", type=float)
+    p.add_argument("--lon", type=float)
+    p.add_argument("--igbp", help="IGBP class, e.g. ENF")
+    p.add_argument("--koppen", help="Koppen major group, A-E")
+    p.add_argument("--out", type=Path, help="CSV to write (default: standard output)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="zero-shot scores of checkpoints on held-out sites, with plots")
+    p.add_argument("--checkpoint", action="append", required=True, help="repeat to compare models")
+    p.add_argument("--label", action="append", help="a name per checkpoint (default: its model name)")
+    p.add_argument("--reference", default="xgboost", help="label the others are compared with")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--allow-training-sites", action="store_true")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    _site_options(p)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except TamrlError as exc:
+        print(f"tamrl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

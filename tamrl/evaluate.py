@@ -1,0 +1,280 @@
+"""Zero-shot evaluation: per-site skill, summaries over sites, paired model comparisons and a markdown report.
+
+Follows the CarbonBench protocol used by TAM-RL (Rozanov et al. 2026): only days with NEE QC exactly 1 count,
+skill is computed per held-out site and then averaged (mean and median) over sites, overall and per IGBP
+class or Koppen group, and models are compared site by site against a reference (XGBoost by default).
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import wilcoxon
+
+from tamrl import plots
+from tamrl.errors import DataError
+from tamrl.features import TARGETS
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ("model", "site", "date", "target", "obs", "pred", "qc")
+SITE_COLUMNS = ("site", "igbp", "koppen")
+METRICS = ("rmse", "r2", "bias", "nmae")
+GROUPINGS = ("igbp", "koppen")
+KEYS = ["model", "site", "target"]
+
+
+def _require(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
+    """Raise DataError when ``frame`` is empty or lacks any of ``columns``."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{name} lacks columns {missing}; expected {list(columns)}")
+    if frame.empty:
+        raise DataError(f"{name} is empty; nothing to evaluate")
+
+
+def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Sort rows by ``by``, targets in the canonical GPP, RECO, NEE order; reset the index."""
+
+    def key(col: pd.Series) -> pd.Series:
+        return col.map(TARGETS.index) if col.name == "target" else col
+
+    return frame.sort_values(by, key=key, kind="stable").reset_index(drop=True)
+
+
+def site_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Skill of every model at every site for every target, on days with QC == 1 and finite obs and pred.
+
+    Returns one row per (model, site, target) with ``n_days``, ``rmse``, ``r2`` (coefficient of
+    determination 1 - SSE/SST, NaN when the observations do not vary), ``bias`` (mean pred - obs) and ``nmae``
+    (mean absolute error over mean absolute observation, NaN when that is 0). Series without a qualifying day
+    are dropped.
+    """
+    _require(predictions, PREDICTION_COLUMNS, "predictions")
+    unknown = sorted(set(predictions["target"]) - set(TARGETS))
+    if unknown:
+        raise DataError(f"predictions has unknown targets {unknown}; expected {list(TARGETS)}")
+
+    obs = predictions["obs"].astype(float)
+    pred = predictions["pred"].astype(float)
+    keep = (predictions["qc"] == 1) & np.isfinite(obs) & np.isfinite(pred)
+    days = predictions.loc[keep, KEYS].assign(obs=obs[keep], err=pred[keep] - obs[keep])
+    if days.empty:
+        raise DataError("predictions has no day with qc == 1 and finite obs and pred")
+    days["dev2"] = (days["obs"] - days.groupby(KEYS)["obs"].transform("mean")) ** 2
+    days["abs_err"] = days["err"].abs()
+    days["abs_obs"] = days["obs"].abs()
+    days["sq_err"] = days["err"] ** 2
+
+    agg = days.groupby(KEYS).agg(
+        n_days=("obs", "size"), sse=("sq_err", "sum"), sst=("dev2", "sum"), obs_min=("obs", "min"),
+        obs_max=("obs", "max"), bias=("err", "mean"), mae=("abs_err", "mean"), mao=("abs_obs", "mean"),
+    )  # fmt: skip
+    # Varying observations (which implies >= 2 days) is the exact form of SST > 0, free of rounding residue.
+    varies = agg["obs_max"] > agg["obs_min"]
+    out = pd.DataFrame({
+        "n_days": agg["n_days"],
+        "rmse": np.sqrt(agg["sse"] / agg["n_days"]),
+        "r2": (1 - agg["sse"] / agg["sst"]).where(varies),
+        "bias": agg["bias"],
+        "nmae": (agg["mae"] / agg["mao"]).where(agg["mao"] > 0),
+    }).reset_index()  # fmt: skip
+
+    n_series = len(predictions.drop_duplicates(KEYS))
+    if len(out) < n_series:
+        log.warning(
+            "%d of %d model/site/target series have no day with qc == 1 and finite obs and pred; dropped",
+            n_series - len(out), n_series,
+        )  # fmt: skip
+    return _sorted(out, KEYS)
+
+
+def _with_sites(metrics: pd.DataFrame, sites: pd.DataFrame) -> pd.DataFrame:
+    """Attach the IGBP class and Koppen group of each site; every evaluated site must be described."""
+    _require(sites, SITE_COLUMNS, "sites")
+    table = sites.loc[:, list(SITE_COLUMNS)].drop_duplicates()
+    if table["site"].duplicated().any():
+        raise DataError("sites describes some site twice with different igbp or koppen")
+    unknown = sorted(set(metrics["site"]) - set(table["site"]))
+    if unknown:
+        raise DataError(f"sites lacks {len(unknown)} evaluated sites, e.g. {unknown[:5]}")
+    return metrics.merge(table, on="site", how="left")
+
+
+def summarise(metrics: pd.DataFrame, sites: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
+    """Mean and median over sites of each metric per (model, target), optionally per IGBP or Koppen group.
+
+    ``by`` is None, "igbp" or "koppen". Returns one row per (model, target[, by]) with ``n_sites`` and
+    ``<metric>_mean`` / ``<metric>_median`` columns; NaN site values (e.g. R2 at a constant site) are skipped.
+    """
+    _require(metrics, ("model", "site", "target", *METRICS), "metrics")
+    if by is not None and by not in GROUPINGS:
+        raise DataError(f"cannot summarise by {by!r}; choose one of {list(GROUPINGS)} or None")
+    keys = ["model", "target"] if by is None else ["model", "target", by]
+    frame = _with_sites(metrics, sites) if by else metrics
+    grouped = frame.groupby(keys)
+    stats = grouped[list(METRICS)].agg(["mean", "median"])
+    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    stats.insert(0, "n_sites", grouped["site"].nunique())
+    return _sorted(stats.reset_index(), keys)
+
+
+def _score(metrics: pd.DataFrame, metric: str) -> pd.Series:
+    """Values of ``metric`` as a skill to compare: absolute for bias, since either sign is an error."""
+    return metrics[metric].abs() if metric == "bias" else metrics[metric]
+
+
+def paired_comparison(
+    metrics: pd.DataFrame, model_a: str, model_b: str, target: str, metric: str = "rmse"
+) -> dict:
+    """Compare two models site by site on one target, over the sites where both have a finite ``metric``.
+
+    Returns ``n_sites``, ``wins_a`` and ``wins_b`` (lower rmse / nmae / absolute bias, higher r2),
+    ``rel_diff_pct`` = (mean a - mean b) / mean b * 100 over those sites, and the Wilcoxon signed-rank
+    ``p_value`` (NaN with no sites or no difference at all).
+    """
+    _require(metrics, ("model", "site", "target", *METRICS), "metrics")
+    if metric not in METRICS:
+        raise DataError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
+    for model in (model_a, model_b):
+        if model not in set(metrics["model"]):
+            raise DataError(f"model {model!r} is not in metrics; have {sorted(set(metrics['model']))}")
+
+    rows = metrics[metrics["target"] == target]
+    wide = rows.assign(score=_score(rows, metric)).pivot(index="site", columns="model", values="score")
+    pairs = wide.reindex(columns=[model_a, model_b]).dropna()
+    a, b = pairs[model_a].to_numpy(), pairs[model_b].to_numpy()
+    diff = a - b if metric == "r2" else b - a  # positive where a is better
+    rel = (a.mean() - b.mean()) / b.mean() * 100 if len(pairs) and b.mean() != 0 else np.nan
+    return {
+        "model_a": model_a,
+        "model_b": model_b,
+        "target": target,
+        "metric": metric,
+        "n_sites": len(pairs),
+        "wins_a": int((diff > 0).sum()),
+        "wins_b": int((diff < 0).sum()),
+        "rel_diff_pct": float(rel),
+        "p_value": float(wilcoxon(a, b).pvalue) if np.any(diff != 0) else np.nan,
+    }
+
+
+def _fmt(value: object) -> str:
+    """Format a table cell: 3 decimals for floats, 3 significant digits below 0.01, n/a for NaN."""
+    if isinstance(value, float | np.floating):
+        if np.isnan(value):
+            return "n/a"
+        return f"{value:.3g}" if 0 < abs(value) < 0.01 else f"{value:.3f}"
+    return str(value)
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    """Render a frame as a GitHub markdown table."""
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + " --- |" * frame.shape[1]]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _group_table(summary: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Mean RMSE per (target, class) with one column per model, and the number of sites in the class."""
+    rows = summary[summary["group_by"] == by]
+    table = rows.pivot(index=["target", "group"], columns="model", values="rmse_mean")
+    table.insert(0, "n_sites", rows.groupby(["target", "group"])["n_sites"].max())
+    return _sorted(table.reset_index().rename(columns={"group": by}), ["target", by])
+
+
+def _comparisons(metrics: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Paired RMSE and R2 comparison of every other model against ``reference``, per target."""
+    targets = [t for t in TARGETS if t in set(metrics["target"])]
+    rows = [
+        paired_comparison(metrics, model, reference, target, metric)
+        for model in sorted(set(metrics["model"]) - {reference})
+        for target in targets
+        for metric in ("rmse", "r2")
+    ]
+    return pd.DataFrame(rows)
+
+
+def _figures(metrics: pd.DataFrame, sites: pd.DataFrame, reference: str, out_dir: Path) -> dict[str, Path]:
+    """Draw the RMSE-by-IGBP bars per target and, with two or more models, the scatters and the heat map."""
+    models = sorted(set(metrics["model"]))
+    targets = [t for t in TARGETS if t in set(metrics["target"])]
+    paths = {}
+    for target in targets:
+        paths[f"rmse_by_igbp_{target}"] = plots.rmse_by_igbp(
+            metrics, sites, target, out_dir / f"rmse_by_igbp_{target}.png"
+        )
+    if len(models) < 2:
+        return paths
+    others = [m for m in models if m != reference]
+    model_a = "tamrl" if "tamrl" in others else others[0]
+    for target in targets:
+        paths[f"site_scatter_{target}"] = plots.site_scatter(
+            metrics, model_a, reference, target, out_dir / f"site_scatter_{target}.png"
+        )
+    paths["relative_rmse_heatmap"] = plots.relative_rmse_heatmap(
+        metrics, sites, reference, out_dir / "relative_rmse_heatmap.png"
+    )
+    return paths
+
+
+def _markdown(
+    summary: pd.DataFrame, comparisons: pd.DataFrame, reference: str, figures: dict[str, Path]
+) -> str:
+    """Assemble the report text from the stacked summary, the paired comparisons and the figure files."""
+    overall = summary[summary["group_by"] == "overall"]
+    overall = overall[["model", "target", "n_sites", "rmse_mean", "rmse_median", "r2_mean", "r2_median"]]
+    overall = overall.rename(columns={"rmse_mean": "RMSE mean", "rmse_median": "RMSE median",
+                                      "r2_mean": "R2 mean", "r2_median": "R2 median"})  # fmt: skip
+    comparisons = comparisons.rename(columns={
+        "model_a": "model", "model_b": "reference", "wins_a": "wins model", "wins_b": "wins reference",
+        "rel_diff_pct": "mean diff %", "p_value": "Wilcoxon p",
+    })  # fmt: skip
+    parts = [
+        "# Zero-shot evaluation",
+        "Skill per held-out site on days with NEE QC == 1, then mean and median over sites. "
+        "RMSE in g C m-2 d-1; R2 is the coefficient of determination.",
+        "## Overall",
+        _md_table(overall),
+        "## RMSE by IGBP class (mean over sites)",
+        _md_table(_group_table(summary, "igbp")),
+        "## RMSE by Koppen group (mean over sites)",
+        _md_table(_group_table(summary, "koppen")),
+        f"## Paired comparison against {reference}",
+        "Wins count sites where a model has the lower RMSE or the higher R2; mean diff % is "
+        "(model - reference) / reference of the means over the shared sites.",
+        _md_table(comparisons) if len(comparisons) else "Only one model; nothing to compare.",
+        "## Figures",
+        *[f"![{name}]({path.name})" for name, path in sorted(figures.items())],
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def write_report(
+    predictions: pd.DataFrame, sites: pd.DataFrame, out_dir: str | Path, reference: str = "xgboost"
+) -> dict[str, Path]:
+    """Evaluate ``predictions`` and write CSV tables, PNG figures and ``summary.md`` into ``out_dir``.
+
+    Models are compared against ``reference``, or against the first model (alphabetically) when it is
+    absent. Returns the written files by name (``site_metrics``, ``summary``, ``report`` and one per figure).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = site_metrics(predictions)
+    if reference not in set(metrics["model"]):
+        reference = sorted(set(metrics["model"]))[0]
+
+    summaries = [summarise(metrics, sites).assign(group_by="overall", group="all")]
+    summaries += [summarise(metrics, sites, by).rename(columns={by: "group"}).assign(group_by=by)
+                  for by in GROUPINGS]  # fmt: skip
+    summary = pd.concat(summaries, ignore_index=True)
+    summary = summary[["group_by", "group", *summary.columns.drop(["group_by", "group"])]]
+
+    paths = {"site_metrics": out_dir / "site_metrics.csv", "summary": out_dir / "summary.csv"}
+    metrics.to_csv(paths["site_metrics"], index=False)
+    summary.to_csv(paths["summary"], index=False)
+    figures = _figures(metrics, sites, reference, out_dir)
+    paths["report"] = out_dir / "summary.md"
+    paths["report"].write_text(_markdown(summary, _comparisons(metrics, reference), reference, figures))
+    return dict(sorted({**paths, **figures}.items()))

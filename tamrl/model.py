@@ -1,0 +1,124 @@
+"""The neural models: TAM-RL and its LSTM baselines, behind one interface and one registry.
+
+Every model maps daily dynamic inputs ``x`` (batch, days, n_dynamic), the location's static vector ``static``
+(batch, n_static) and, for task-aware models, a support-set embedding ``z`` (batch, embedding) to daily
+(standardised) GPP, RECO and NEE. ``embed`` turns support sets into ``z``; models without one return None.
+
+- ``tamrl``: a BiLSTM task encoder reads each support window (drivers and statics, never fluxes); the window
+  codes are pooled by a mean, so the set size K is free; an MLP generator turns the pooled code into FiLM
+  parameters, applied at the decoder input (x' = g1*x + b1) and on the decoder's hidden states before the
+  output head (h' = g2*h + b2); the decoder is an LSTM on the dynamic inputs.
+- ``tamlstm``: that decoder alone, with no task information (TAM-RL's stage 1).
+- ``ctlstm``: the same LSTM with the static characteristics concatenated to every day's inputs (the
+  "concatenated-static" LSTM of Kratzert et al. 2019).
+"""
+
+import torch
+from torch import nn
+
+from tamrl.features import TARGETS
+
+State = tuple[torch.Tensor, torch.Tensor] | None
+
+
+class Decoder(nn.Module):
+    """LSTM decoder with optional FiLM on its input and on its hidden states."""
+
+    def __init__(self, n_in: int, hidden: int, dropout: float):
+        super().__init__()
+        self.lstm = nn.LSTM(n_in, hidden, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, len(TARGETS))
+
+    def forward(
+        self, x: torch.Tensor, film: tuple[torch.Tensor, ...] | None = None, state: State = None
+    ) -> tuple[torch.Tensor, State]:
+        if film is not None:
+            g1, b1, g2, b2 = (p.unsqueeze(1) for p in film)
+            x = g1 * x + b1
+        h, state = self.lstm(x, state)
+        if film is not None:
+            h = g2 * h + b2
+        return self.head(self.dropout(h)), state
+
+
+class TaskEncoder(nn.Module):
+    """BiLSTM over each support window; window codes averaged into one embedding per support set."""
+
+    def __init__(self, n_in: int, hidden: int, embedding: int):
+        super().__init__()
+        self.lstm = nn.LSTM(n_in, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, embedding)
+
+    def forward(self, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``support``: (sets, K, days, features); ``mask``: (sets, K), 1 for real windows, 0 for padding."""
+        sets, k, days, features = support.shape
+        _, (h, _) = self.lstm(support.reshape(sets * k, days, features))
+        codes = self.out(torch.cat([h[0], h[1]], dim=-1)).reshape(sets, k, -1)
+        weights = mask.unsqueeze(-1)
+        return (codes * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+class FiLMGenerator(nn.Module):
+    """MLP from the task embedding to (g1, b1, g2, b2); starts at the identity modulation."""
+
+    def __init__(self, embedding: int, hidden: int, n_in: int, n_hidden: int):
+        super().__init__()
+        self.sizes = [n_in, n_in, n_hidden, n_hidden]
+        self.mlp = nn.Sequential(nn.Linear(embedding, hidden), nn.ReLU(), nn.Linear(hidden, sum(self.sizes)))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        d_g1, b1, d_g2, b2 = torch.split(self.mlp(z), self.sizes, dim=-1)
+        return 1 + d_g1, b1, 1 + d_g2, b2
+
+
+class TamRL(nn.Module):
+    """Task-Aware Modulation with Representation Learning."""
+
+    task_aware = True
+
+    def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float):
+        super().__init__()
+        self.encoder = TaskEncoder(n_dynamic + n_static, hidden // 2, embedding)
+        self.generator = FiLMGenerator(embedding, hidden, n_dynamic, hidden)
+        self.decoder = Decoder(n_dynamic, hidden, dropout)
+
+    def embed(self, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(support, mask)
+
+    def forward(self, x, static, z=None, state: State = None):
+        film = None if z is None else self.generator(z)
+        return self.decoder(x, film, state)
+
+
+class TamLSTM(nn.Module):
+    """TAM-RL's decoder alone: dynamic inputs, no task information."""
+
+    task_aware = False
+
+    def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float):
+        super().__init__()
+        self.decoder = Decoder(n_dynamic, hidden, dropout)
+
+    def embed(self, support: torch.Tensor, mask: torch.Tensor) -> None:
+        return None
+
+    def forward(self, x, static, z=None, state: State = None):
+        return self.decoder(x, None, state)
+
+
+class CTLSTM(TamLSTM):
+    """LSTM with the static characteristics concatenated to every day's inputs."""
+
+    def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float):
+        nn.Module.__init__(self)
+        self.decoder = Decoder(n_dynamic + n_static, hidden, dropout)
+
+    def forward(self, x, static, z=None, state: State = None):
+        statics = static.unsqueeze(1).expand(-1, x.shape[1], -1)
+        return self.decoder(torch.cat([x, statics], dim=-1), None, state)
+
+
+NEURAL_MODELS: dict[str, type[nn.Module]] = {"tamrl": TamRL, "tamlstm": TamLSTM, "ctlstm": CTLSTM}

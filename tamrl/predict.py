@@ -1,0 +1,193 @@
+"""Prediction from drivers alone: the single source of truth that evaluation and the gridded engine share.
+
+An ensemble turns unscaled daily features (locations, days, n_dynamic) and static vectors (locations, n_static)
+into per-member GPP, RECO and NEE in g C m-2 d-1. ``finish`` then clips GPP and RECO at zero, applies the
+checkpoint's NEE rule and reduces the members to a mean and a spread.
+
+Inference modes (the decoder was trained on 45-day windows):
+- ``stateful``: one pass over the whole period, the LSTM state carried from the first day;
+- ``windowed``: 45-day windows with a stride of 15, each day taken from the window where it has the most
+  spin-up (the last 15 days of a window; the first window keeps all its days).
+NEE rules: ``head`` keeps the model's NEE output; ``balance`` sets NEE = RECO - GPP after clipping, so the three
+maps add up exactly. The checkpoint records the pair chosen on validation sites.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tamrl.checkpoint import load_bundle
+from tamrl.config import TrainConfig
+from tamrl.data import Site, daily_calendar
+from tamrl.errors import DataError
+from tamrl.features import TARGETS, FeatureSet, check_drivers, dynamic_features, feature_set, static_features
+from tamrl.model import NEURAL_MODELS
+from tamrl.scaler import Scaler
+from tamrl.windows import STRIDE, WINDOW, spread_support
+
+MODES = ("stateful", "windowed")
+NEE_RULES = ("head", "balance")
+CHUNK = 256
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` takes a GPU when one is present."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise DataError("--device cuda was asked for, but torch sees no GPU; use --device cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def build_network(cfg: TrainConfig, n_dynamic: int, n_static: int) -> torch.nn.Module:
+    return NEURAL_MODELS[cfg.model](n_dynamic, n_static, cfg.hidden, cfg.embedding, cfg.dropout)
+
+
+def support_windows(x: np.ndarray, static: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inference support sets: up to ``k`` windows spread over the record, statics appended.
+
+    ``x`` is scaled (locations, days, n_dynamic). Returns (locations, K, 45, features) and a (locations, K) mask.
+    """
+    starts = spread_support(x.shape[1], k)
+    if not len(starts):
+        raise DataError(f"the drivers cover {x.shape[1]} days; TAM-RL needs at least {WINDOW} for a support set")
+    days = starts[:, None] + np.arange(WINDOW)
+    windows = x[:, days]
+    statics = np.broadcast_to(static[:, None, None, :], (*windows.shape[:3], static.shape[-1]))
+    return np.concatenate([windows, statics], axis=-1), np.ones(windows.shape[:2], np.float32)
+
+
+def window_plan(n_days: int) -> np.ndarray:
+    """Starts of the 45-day inference windows covering ``n_days`` (the last one flush with the end)."""
+    starts = list(range(0, max(n_days - WINDOW, 0) + 1, STRIDE))
+    if starts[-1] + WINDOW < n_days:
+        starts.append(n_days - WINDOW)
+    return np.array(starts)
+
+
+class NeuralEnsemble:
+    """The members of a TAM-RL, TAMLSTM or CT-LSTM checkpoint."""
+
+    def __init__(self, bundle: dict[str, Any], device: torch.device):
+        self.cfg = TrainConfig(**bundle["config"])
+        self.device = device
+        n_dyn, n_stat = len(bundle["features"]["dynamic"]), len(bundle["features"]["static"])
+        self.x_scaler = Scaler.from_state(bundle["scalers"]["x"])
+        self.y_scaler = Scaler.from_state(bundle["scalers"]["y"])
+        self.networks = []
+        for state in bundle["members"]:
+            net = build_network(self.cfg, n_dyn, n_stat)
+            net.load_state_dict(state)
+            self.networks.append(net.to(device).eval())
+
+    @torch.inference_mode()
+    def predict(self, x_raw: np.ndarray, static: np.ndarray, mode: str, k: int) -> np.ndarray:
+        """Per-member predictions (members, locations, days, 3) in physical units."""
+        x = self.x_scaler.transform(x_raw)
+        out = np.empty((len(self.networks), *x.shape[:2], len(TARGETS)), np.float32)
+        for lo in range(0, x.shape[0], CHUNK):
+            xs, st = x[lo : lo + CHUNK], static[lo : lo + CHUNK]
+            xt, stt = self._tensor(xs), self._tensor(st)
+            sup, mask = support_windows(xs, st, k) if self.networks[0].task_aware else (None, None)
+            for m, net in enumerate(self.networks):
+                z = net.embed(self._tensor(sup), self._tensor(mask)) if sup is not None else None
+                out[m, lo : lo + CHUNK] = self._decode(net, xt, stt, z, mode)
+        return self.y_scaler.inverse(out)
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+    def _decode(self, net, x, static, z, mode: str) -> np.ndarray:
+        n_days = x.shape[1]
+        if mode == "stateful" or n_days <= WINDOW:
+            return net(x, static, z)[0].float().cpu().numpy()
+        starts = window_plan(n_days)
+        windows = x.unfold(1, WINDOW, 1)[:, starts].permute(0, 1, 3, 2)  # (loc, windows, 45, feat)
+        loc, n_win = windows.shape[:2]
+        flat = windows.reshape(loc * n_win, WINDOW, -1)
+        rep = lambda t: None if t is None else t.repeat_interleave(n_win, dim=0)  # noqa: E731
+        pred = net(flat, rep(static), rep(z))[0].float().cpu().numpy().reshape(loc, n_win, WINDOW, -1)
+        out = np.empty((loc, n_days, pred.shape[-1]), np.float32)
+        for i in reversed(range(n_win)):
+            out[:, starts[i] : starts[i] + WINDOW] = pred[:, i]
+        return out
+
+
+def ensemble_for(bundle: dict[str, Any], device: torch.device):
+    """The ensemble runner for a bundle's model (a registry: neural models share one runner)."""
+    from tamrl.xgb import XGBoostEnsemble
+
+    runners = {name: NeuralEnsemble for name in NEURAL_MODELS} | {"xgboost": XGBoostEnsemble}
+    return runners[bundle["model"]](bundle, device)
+
+
+def finish(members: np.ndarray, nee_rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """Clip GPP and RECO at zero, apply the NEE rule, and return the ensemble mean and standard deviation."""
+    m = members.copy()
+    m[..., :2] = np.maximum(m[..., :2], 0)
+    if nee_rule == "balance":
+        m[..., 2] = m[..., 1] - m[..., 0]
+    return m.mean(axis=0), m.std(axis=0)
+
+
+class Predictor:
+    """A loaded checkpoint, ready to predict daily fluxes for any location from its drivers."""
+
+    def __init__(self, bundle: dict[str, Any], device: str = "cpu"):
+        self.bundle = bundle
+        self.fs: FeatureSet = feature_set(bundle["feature_set"])
+        self.inference = dict(bundle["inference"])
+        self.ensemble = ensemble_for(bundle, pick_device(device))
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, device: str = "cpu") -> "Predictor":
+        return cls(load_bundle(checkpoint), device)
+
+    def members(self, x_raw: np.ndarray, static: np.ndarray, mode: str | None = None) -> np.ndarray:
+        """Raw per-member predictions (members, locations, days, 3), before clipping."""
+        mode = mode or self.inference["mode"]
+        return self.ensemble.predict(x_raw, static, mode, self.inference["support_windows"])
+
+    def predict_arrays(self, x_raw: np.ndarray, static: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ensemble mean and spread (locations, days, 3) from unscaled features."""
+        return finish(self.members(x_raw, static), self.inference["nee"])
+
+    def features(self, frame: pd.DataFrame, lat: float, lon: float, igbp: str, koppen: str):
+        """Unscaled model inputs of one location, with a clear error if the drivers lack a variable."""
+        check_drivers(self.fs, list(frame.columns), "the drivers")
+        drivers = {v: frame[v].to_numpy() for v in self.fs.required}
+        x = dynamic_features(self.fs, drivers, pd.DatetimeIndex(frame.index))
+        if not np.isfinite(x).all():
+            bad = [n for n, ok in zip(self.fs.dynamic_names, np.isfinite(x).all(axis=0), strict=True) if not ok]
+            raise DataError(f"the drivers hold no valid value at all for {', '.join(bad)}")
+        return x, static_features(self.fs, lat, lon, igbp, koppen)
+
+    def predict_frame(self, frame: pd.DataFrame, lat: float, lon: float, igbp: str, koppen: str) -> pd.DataFrame:
+        """Daily GPP, RECO, NEE and their ensemble spread (``*_std``) for one location."""
+        x, static = self.features(frame, lat, lon, igbp, koppen)
+        mean, std = self.predict_arrays(x[None], static[None])
+        out = pd.DataFrame(mean[0], index=frame.index, columns=list(TARGETS))
+        for i, t in enumerate(TARGETS):
+            out[f"{t}_std"] = std[0][:, i]
+        out.index.name = "date"
+        return out
+
+    def predict_site(self, site: Site) -> pd.DataFrame:
+        return self.predict_frame(site.frame, site.lat, site.lon, site.igbp, site.koppen)
+
+
+def read_drivers(path: str | Path) -> pd.DataFrame:
+    """A daily driver table (CSV or Parquet) with a ``date`` or ``TIMESTAMP`` column; -9999 means missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"drivers file {path} does not exist")
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, na_values=[-9999])
+    column = next((c for c in ("date", "TIMESTAMP") if c in table.columns), None)
+    if column is None:
+        raise DataError(f"{path} needs a 'date' (YYYY-MM-DD) or 'TIMESTAMP' (YYYYMMDD) column")
+    raw = table[column].astype(str)
+    table.index = pd.to_datetime(raw, format="%Y%m%d" if column == "TIMESTAMP" else None)
+    return daily_calendar(table.drop(columns=[column]).select_dtypes("number"), str(path))

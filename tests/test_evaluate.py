@@ -1,0 +1,130 @@
+"""Evaluation arithmetic checked against hand computation on tiny hand-made frames."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import wilcoxon
+
+from tamrl.errors import DataError
+from tamrl.evaluate import paired_comparison, site_metrics, summarise, write_report
+
+SITES = pd.DataFrame({"site": ["S1", "S2", "S3"], "igbp": ["ENF", "ENF", "GRA"], "koppen": ["C", "D", "C"]})
+
+
+def _series(obs, pred, qc=None, model="tamrl", site="S1", target="GPP") -> pd.DataFrame:
+    """One model/site/target series on consecutive days."""
+    n = len(obs)
+    return pd.DataFrame({
+        "model": model, "site": site, "date": pd.date_range("2010-01-01", periods=n), "target": target,
+        "obs": np.asarray(obs, dtype=float), "pred": np.asarray(pred, dtype=float),
+        "qc": np.ones(n) if qc is None else np.asarray(qc, dtype=float),
+    })  # fmt: skip
+
+
+def _metrics(rows: list[tuple[str, str, float, float]], target: str = "GPP") -> pd.DataFrame:
+    """A metrics frame from (model, site, rmse, r2) rows; bias and nmae are filler."""
+    frame = pd.DataFrame(rows, columns=["model", "site", "rmse", "r2"])
+    return frame.assign(target=target, bias=0.0, nmae=0.0, n_days=10)
+
+
+def test_site_metrics_matches_hand_computation():
+    # The last two days are excluded: QC 0.9 (not exactly 1) and a missing observation.
+    frame = _series([1, 2, 3, 4, 10, np.nan], [1.5, 2, 2, 5, 0, 3], qc=[1, 1, 1, 1, 0.9, 1])
+    row = site_metrics(frame).iloc[0]
+    assert row["n_days"] == 4
+    assert row["rmse"] == pytest.approx(0.75)  # sqrt(mean([0.25, 0, 1, 1]))
+    assert row["r2"] == pytest.approx(0.55)  # 1 - 2.25 / 5
+    assert row["bias"] == pytest.approx(0.125)  # mean([0.5, 0, -1, 1])
+    assert row["nmae"] == pytest.approx(0.25)  # 0.625 / 2.5
+
+
+def test_site_metrics_undefined_scores_are_nan():
+    frame = pd.concat([
+        _series([2, 2, 2], [1, 2, 3], site="S1"),  # constant obs: SST == 0
+        _series([0, 0], [1, -1], site="S2"),  # zero obs: no NMAE
+        _series([3], [4], site="S3"),  # a single day: no R2
+    ])  # fmt: skip
+    out = site_metrics(frame).set_index("site")
+    assert np.isnan(out.loc["S1", "r2"]) and out.loc["S1", "rmse"] == pytest.approx(np.sqrt(2 / 3))
+    assert np.isnan(out.loc["S2", "nmae"]) and out.loc["S2", "bias"] == pytest.approx(0.0)
+    assert np.isnan(out.loc["S3", "r2"]) and out.loc["S3", "nmae"] == pytest.approx(1 / 3)
+
+
+def test_site_metrics_drops_series_without_qualifying_days(caplog):
+    frame = pd.concat([_series([1, 2], [1, 2], site="S1"), _series([1, 2], [1, 2], qc=[0.5, 0.9], site="S2")])
+    with caplog.at_level(logging.WARNING, logger="tamrl.evaluate"):
+        out = site_metrics(frame)
+    assert list(out["site"]) == ["S1"]
+    assert "1 of 2" in caplog.text
+
+
+def test_site_metrics_rejects_bad_input():
+    with pytest.raises(DataError, match="lacks columns"):
+        site_metrics(_series([1], [1]).drop(columns="qc"))
+    with pytest.raises(DataError, match="empty"):
+        site_metrics(_series([], []))
+    with pytest.raises(DataError, match="no day"):
+        site_metrics(_series([1, 2], [1, 2], qc=[0, 0]))
+
+
+def test_summarise_mean_and_median_over_sites():
+    metrics = _metrics([("a", "S1", 1.0, 0.5), ("a", "S2", 2.0, 0.7), ("a", "S3", 6.0, 0.0)])
+    overall = summarise(metrics, SITES).iloc[0]
+    assert overall["n_sites"] == 3
+    assert overall["rmse_mean"] == pytest.approx(3.0)
+    assert overall["rmse_median"] == pytest.approx(2.0)
+    assert overall["r2_mean"] == pytest.approx(0.4)
+
+    by_igbp = summarise(metrics, SITES, by="igbp").set_index("igbp")
+    assert by_igbp.loc["ENF", "rmse_mean"] == pytest.approx(1.5)
+    assert by_igbp.loc["ENF", "n_sites"] == 2
+    assert by_igbp.loc["GRA", "rmse_median"] == pytest.approx(6.0)
+    with pytest.raises(DataError, match="sites lacks"):
+        summarise(metrics, SITES.iloc[:2], by="koppen")
+
+
+def test_paired_comparison_counts_wins():
+    metrics = _metrics([
+        ("a", "S1", 1.0, 0.9), ("a", "S2", 2.0, 0.5), ("a", "S3", 3.0, 0.1),
+        ("b", "S1", 2.0, 0.8), ("b", "S2", 1.0, 0.6), ("b", "S3", 4.0, 0.2), ("b", "S4", 9.0, 0.0),
+    ])  # fmt: skip
+    rmse = paired_comparison(metrics, "a", "b", "GPP")
+    assert (rmse["n_sites"], rmse["wins_a"], rmse["wins_b"]) == (3, 2, 1)  # S4 has no pair
+    assert rmse["rel_diff_pct"] == pytest.approx((2 - 7 / 3) / (7 / 3) * 100)
+    assert rmse["p_value"] == pytest.approx(wilcoxon([1, 2, 3], [2, 1, 4]).pvalue)
+
+    r2 = paired_comparison(metrics, "a", "b", "GPP", metric="r2")  # higher is better
+    assert (r2["wins_a"], r2["wins_b"]) == (1, 2)
+    with pytest.raises(DataError, match="not in metrics"):
+        paired_comparison(metrics, "a", "c", "GPP")
+
+
+def test_write_report_writes_tables_figures_and_markdown(tmp_path):
+    # Constant offsets make RMSE = |offset|: tamrl 0.5, 1, 2 and xgboost 1, 0.5, 3 at S1, S2, S3.
+    obs = [1.0, 2.0, 3.0, 4.0]
+    offsets = {"tamrl": (0.5, 1.0, 2.0), "xgboost": (1.0, 0.5, 3.0)}
+    predictions = pd.concat(
+        _series(obs, np.add(obs, offset), model=model, site=site)
+        for model, values in offsets.items()
+        for site, offset in zip(["S1", "S2", "S3"], values, strict=True)
+    )
+    paths = write_report(predictions, SITES, tmp_path / "report")
+
+    figures = {"rmse_by_igbp_GPP", "site_scatter_GPP", "relative_rmse_heatmap"}
+    assert set(paths) == {"site_metrics", "summary", "report", *figures}
+    for path in paths.values():
+        assert path.is_file() and path.stat().st_size > 0
+
+    summary = pd.read_csv(paths["summary"]).set_index(["group_by", "group", "model"])
+    assert set(summary.index.get_level_values("group_by")) == {"overall", "igbp", "koppen"}
+    assert summary.loc[("overall", "all", "tamrl"), "rmse_mean"] == pytest.approx(3.5 / 3)
+    assert summary.loc[("igbp", "ENF", "xgboost"), "rmse_mean"] == pytest.approx(0.75)
+
+    text = paths["report"].read_text()
+    assert "| tamrl | GPP | 3 | 1.167 | 1.000 |" in text  # overall: mean and median RMSE
+    assert "| GPP | ENF | 2 | 0.750 | 0.750 |" in text  # RMSE by IGBP class: tamrl, xgboost
+    assert "| GPP | D | 1 | 1.000 | 0.500 |" in text  # RMSE by Koppen group
+    assert "| tamrl | xgboost | GPP | rmse | 3 | 2 | 1 | -22.222 |" in text  # paired, against xgboost
+    assert "![relative_rmse_heatmap](relative_rmse_heatmap.png)" in text
