@@ -108,7 +108,8 @@ def dynamic_features(fs: FeatureSet, drivers: Mapping[str, np.ndarray], dates: p
 
     ``drivers`` maps each of ``fs.required`` to an array of shape (time, ...): one series for a tower, a
     (time, pixel) block on the grid. Gaps (NaN, and reflectance on cloudy days) are filled over time; the
-    reflectance sets add CLEAR_GAP = log1p(days to the nearest clear day, at most 365) so the model knows what was filled.
+    reflectance sets add CLEAR_GAP = log1p(days to the nearest clear day, at most 365) so the model knows
+    what was filled.
     """
     check_drivers(fs, list(drivers), "the drivers")
     shape = np.shape(drivers[fs.drivers[0]])
