@@ -91,6 +91,13 @@ def read_sites_table(root: str | Path) -> pd.DataFrame:
         raise DataError(f"{path} not found: a FLUXNET2015-style folder holds sites.csv and daily/*.csv")
     table = pd.read_csv(path)
     _require(table, SITES_COLUMNS, str(path))
+    repeated = table["site_id"][table["site_id"].duplicated()].tolist()
+    if repeated:
+        raise DataError(f"{path} lists site(s) more than once: {', '.join(map(str, repeated))}")
+    blank = table[list(SITES_COLUMNS)].isna().any(axis=1)
+    if blank.any():
+        raise DataError(f"{path}: site(s) {', '.join(map(str, table['site_id'][blank]))} have blank required fields "
+                        f"({', '.join(SITES_COLUMNS)})")
     return table.set_index("site_id", drop=False)
 
 
@@ -135,24 +142,27 @@ def load_carbonbench(root: str | Path, site_ids: list[str] | None = None) -> lis
     merged = targets.merge(modis, on=["site", "TIMESTAMP"], how="left").merge(
         era5, on=["site", "TIMESTAMP"], how="left"
     )
-    merged["TIMESTAMP"] = pd.to_datetime(merged["TIMESTAMP"])
     merged = merged.rename(columns=CARBONBENCH_TARGETS)
     available = list(dict.fromkeys(merged["site"]))
     ids = available if site_ids is None else site_ids
     unknown = [s for s in ids if s not in available]
     if unknown:
         raise DataError(f"sites not in {root / 'target_fluxes.parquet'}: {', '.join(unknown)}")
+    groups = dict(list(merged[merged["site"].isin(ids)].groupby("site", sort=False)))
     sites = []
-    for site_id, group in merged[merged["site"].isin(ids)].groupby("site", sort=False):
+    for site_id in ids:
+        group = groups[site_id]
         first = group.iloc[0]
+        if pd.isna(first["koppen"]) or not str(first["koppen"]).strip():
+            raise DataError(f"site {site_id}: the koppen column of target_fluxes.parquet is empty")
         frame = group.set_index("TIMESTAMP")[[*CARBONBENCH_MODIS, *CARBONBENCH_ERA5, *TARGETS, "NEE_QC"]]
         frame = daily_calendar(frame.sort_index(), site_id)
-        koppen = str(first["koppen"])[:1].upper()
-        sites.append(_make_site(str(site_id), first["lat"], first["lon"], first["IGBP"], koppen, frame))
+        sites.append(_make_site(str(site_id), first["lat"], first["lon"], first["IGBP"], str(first["koppen"]), frame))
     return sites
 
 
 def _make_site(site_id: str, lat: float, lon: float, igbp: str, koppen: str, frame: pd.DataFrame) -> Site:
+    koppen = koppen.strip()[:1].upper()
     if igbp not in IGBP_CLASSES:
         raise DataError(f"site {site_id}: unknown IGBP class {igbp!r}; valid: {', '.join(IGBP_CLASSES)}")
     if koppen not in KOPPEN_GROUPS:
@@ -169,11 +179,19 @@ def _make_site(site_id: str, lat: float, lon: float, igbp: str, koppen: str, fra
 def _read_daily(path: Path, site_id: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"site {site_id}: daily file {path} does not exist")
-    raw = pd.read_csv(path, na_values=[MISSING, str(int(MISSING))])
+    try:
+        raw = pd.read_csv(path, na_values=[MISSING, str(int(MISSING))])
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"site {site_id}: {path} is not a readable CSV ({exc})") from exc
     _require(raw, ("TIMESTAMP", *FLUXNET_COLUMNS), str(path))
+    if raw.empty:
+        raise DataError(f"site {site_id}: {path} holds no rows")
     frame = raw.rename(columns=FLUXNET_COLUMNS)
-    frame.index = pd.to_datetime(raw["TIMESTAMP"].astype(str), format="%Y%m%d")
-    return daily_calendar(frame[[*MET, *TARGETS, "NEE_QC"]], site_id)
+    try:
+        frame.index = pd.to_datetime(raw["TIMESTAMP"].astype(str), format="%Y%m%d")
+        return daily_calendar(frame[[*MET, *TARGETS, "NEE_QC"]], site_id)
+    except ValueError as exc:
+        raise DataError(f"site {site_id}: {path} has a malformed TIMESTAMP (YYYYMMDD) or value: {exc}") from exc
 
 
 def daily_calendar(frame: pd.DataFrame, site_id: str) -> pd.DataFrame:
@@ -195,7 +213,13 @@ def _read_modis(path: str | Path, site_ids: list[str]) -> dict[str, pd.DataFrame
     raw = raw[raw["site_id"].isin(site_ids)]
     raw = raw.rename(columns={f"refl_b{b[1:]}": b for b in BANDS} | {"clear": CLEAR})
     raw["date"] = pd.to_datetime(raw["date"])
-    return {s: g.set_index("date")[[*BANDS, CLEAR]] for s, g in raw.groupby("site_id")}
+    out = {}
+    for site_id, group in raw.groupby("site_id"):
+        group = group.set_index("date").sort_index()
+        if group.index.has_duplicates:
+            raise DataError(f"{path}: site {site_id} has more than one MODIS row for some dates")
+        out[site_id] = group[[*BANDS, CLEAR]]
+    return out
 
 
 def _join_modis(frame: pd.DataFrame, modis: pd.DataFrame | None, site_id: str) -> pd.DataFrame | None:
@@ -222,7 +246,12 @@ def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
         raise DataError(f"CarbonBench table {path} not found")
     table = pd.read_parquet(path)
     _require(table, columns, str(path))
-    return table[list(columns)]
+    table = table[list(columns)].copy()
+    try:
+        table["TIMESTAMP"] = pd.to_datetime(table["TIMESTAMP"]).dt.tz_localize(None)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: TIMESTAMP is not a date column ({exc})") from exc
+    return table
 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], where: str) -> None:

@@ -128,7 +128,7 @@ def dynamic_features(fs: FeatureSet, drivers: Mapping[str, np.ndarray], dates: p
         bands = np.stack([np.asarray(drivers[b], dtype=np.float32) for b in BANDS], axis=-1)
         clear = (np.asarray(drivers[CLEAR]) > 0) & np.isfinite(bands).all(axis=-1)
         filled, gap = fill_over_time(bands, clear)
-        columns = columns[: len(MET)] + [filled[..., i] for i in range(len(BANDS))] + columns[len(MET) :]
+        columns = columns[: len(met)] + [filled[..., i] for i in range(len(BANDS))] + columns[len(met) :]
         columns.append(np.log1p(np.minimum(gap, MAX_CLEAR_GAP)))
     return np.stack(columns, axis=-1).astype(np.float32)
 
