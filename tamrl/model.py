@@ -2,15 +2,19 @@
 
 Every model maps daily dynamic inputs ``x`` (batch, days, n_dynamic), the location's static vector ``static``
 (batch, n_static) and, for task-aware models, a support-set embedding ``z`` (batch, embedding) to daily
-(standardised) GPP, RECO and NEE. ``embed`` turns support sets into ``z``; models without one return None.
+(standardised) GPP, RECO and NEE. The decoder always reads the dynamic inputs with the statics appended.
+``embed`` turns support sets into ``z``: a BiLSTM task encoder reads each support window (drivers and statics,
+never fluxes) and the window codes are pooled by a mean, so the set size K is free.
 
-- ``tamrl``: a BiLSTM task encoder reads each support window (drivers and statics, never fluxes); the window
-  codes are pooled by a mean, so the set size K is free; an MLP generator turns the pooled code into FiLM
-  parameters, applied at the decoder input (x' = g1*x + b1) and on the decoder's hidden states before the
-  output head (h' = g2*h + b2); the decoder is an LSTM on the dynamic inputs.
-- ``tamlstm``: that decoder alone, with no task information (TAM-RL's stage 1).
-- ``ctlstm``: the same LSTM with the static characteristics concatenated to every day's inputs (the
-  "concatenated-static" LSTM of Kratzert et al. 2019).
+- ``tamrl``: an MLP generator turns z into FiLM parameters, applied at the decoder input (x' = g1*x + b1) and on
+  the decoder's hidden states before the output head (h' = g2*h + b2). Trained in two stages: the decoder
+  alone, then everything jointly.
+- ``ctlstm``: the same encoder, with z concatenated to every day's decoder input instead of modulating it
+  (task conditioning by concatenation); trained jointly.
+- ``tamlstm``: the decoder alone, with no task information (TAM-RL's first stage).
+
+``stages`` lists the training stages of each model: ``decoder`` trains the decoder without z, ``joint`` trains
+all parameters with z.
 """
 
 import torch
@@ -77,48 +81,64 @@ class FiLMGenerator(nn.Module):
 class TamRL(nn.Module):
     """Task-Aware Modulation with Representation Learning."""
 
-    task_aware = True
+    stages = ("decoder", "joint")
 
     def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float):
         super().__init__()
-        self.encoder = TaskEncoder(n_dynamic + n_static, hidden // 2, embedding)
-        self.generator = FiLMGenerator(embedding, hidden, n_dynamic, hidden)
-        self.decoder = Decoder(n_dynamic, hidden, dropout)
+        n_in = n_dynamic + n_static
+        self.encoder = TaskEncoder(n_in, hidden // 2, embedding)
+        self.generator = FiLMGenerator(embedding, hidden, n_in, hidden)
+        self.decoder = Decoder(n_in, hidden, dropout)
 
     def embed(self, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(support, mask)
 
-    def forward(self, x, static, z=None, state: State = None):
+    def forward(self, x, static, z=None, state: State = None):  # noqa: ANN001 - see module docstring
         film = None if z is None else self.generator(z)
-        return self.decoder(x, film, state)
+        return self.decoder(with_statics(x, static), film, state)
 
 
-class TamLSTM(nn.Module):
-    """TAM-RL's decoder alone: dynamic inputs, no task information."""
+class CTLSTM(nn.Module):
+    """The task embedding concatenated to every day's decoder input."""
 
-    task_aware = False
+    stages = ("joint",)
 
     def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float):
         super().__init__()
-        self.decoder = Decoder(n_dynamic, hidden, dropout)
+        self.encoder = TaskEncoder(n_dynamic + n_static, hidden // 2, embedding)
+        self.decoder = Decoder(n_dynamic + n_static + embedding, hidden, dropout)
+
+    def embed(self, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(support, mask)
+
+    def forward(self, x, static, z=None, state: State = None):  # noqa: ANN001
+        return self.decoder(with_statics(x, torch.cat([static, z], dim=-1)), None, state)
+
+
+class TamLSTM(nn.Module):
+    """TAM-RL's decoder alone: dynamic inputs and statics, no task information."""
+
+    stages = ("decoder",)
+
+    def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float):
+        super().__init__()
+        self.decoder = Decoder(n_dynamic + n_static, hidden, dropout)
 
     def embed(self, support: torch.Tensor, mask: torch.Tensor) -> None:
         return None
 
-    def forward(self, x, static, z=None, state: State = None):
-        return self.decoder(x, None, state)
+    def forward(self, x, static, z=None, state: State = None):  # noqa: ANN001
+        return self.decoder(with_statics(x, static), None, state)
 
 
-class CTLSTM(TamLSTM):
-    """LSTM with the static characteristics concatenated to every day's inputs."""
+def with_statics(x: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+    """Append the per-location vector to every day's inputs."""
+    return torch.cat([x, static.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
 
-    def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float):
-        nn.Module.__init__(self)
-        self.decoder = Decoder(n_dynamic + n_static, hidden, dropout)
 
-    def forward(self, x, static, z=None, state: State = None):
-        statics = static.unsqueeze(1).expand(-1, x.shape[1], -1)
-        return self.decoder(torch.cat([x, statics], dim=-1), None, state)
+def task_aware(net: nn.Module) -> bool:
+    """Whether a model reads support sets (so inference must build them)."""
+    return "joint" in net.stages
 
 
 NEURAL_MODELS: dict[str, type[nn.Module]] = {"tamrl": TamRL, "tamlstm": TamLSTM, "ctlstm": CTLSTM}

@@ -24,7 +24,7 @@ from tamrl.config import TrainConfig
 from tamrl.data import Site, daily_calendar
 from tamrl.errors import DataError
 from tamrl.features import TARGETS, FeatureSet, check_drivers, dynamic_features, feature_set, static_features
-from tamrl.model import NEURAL_MODELS
+from tamrl.model import NEURAL_MODELS, task_aware
 from tamrl.scaler import Scaler
 from tamrl.windows import STRIDE, WINDOW, spread_support
 
@@ -91,7 +91,7 @@ class NeuralEnsemble:
         for lo in range(0, x.shape[0], CHUNK):
             xs, st = x[lo : lo + CHUNK], static[lo : lo + CHUNK]
             xt, stt = self._tensor(xs), self._tensor(st)
-            sup, mask = support_windows(xs, st, k) if self.networks[0].task_aware else (None, None)
+            sup, mask = support_windows(xs, st, k) if task_aware(self.networks[0]) else (None, None)
             for m, net in enumerate(self.networks):
                 z = net.embed(self._tensor(sup), self._tensor(mask)) if sup is not None else None
                 out[m, lo : lo + CHUNK] = self._decode(net, xt, stt, z, mode)

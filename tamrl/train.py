@@ -115,16 +115,16 @@ def fit_network(
     net = build_network(cfg, fit[0].x.shape[1], len(fit[0].static)).to(device)
     mean, std = (torch.from_numpy(v).to(device) for v in (y_scaler.mean, y_scaler.std))
     val_batches = [b.to(device) for b in validation_batches(cfg, val)]
-    stages = [("decoder", net.decoder.parameters() if net.task_aware else net.parameters(), False,
-               cfg.epochs, cfg.lr)]
-    if net.task_aware and cfg.epochs_stage2:
-        stages.append(("joint", net.parameters(), True, cfg.epochs_stage2, cfg.lr_stage2))
+    plan = {"decoder": (net.decoder.parameters, False, cfg.epochs, cfg.lr),
+            "joint": (net.parameters, True, cfg.epochs_stage2 if net.stages[0] == "decoder" else cfg.epochs,
+                      cfg.lr_stage2 if net.stages[0] == "decoder" else cfg.lr)}
+    stages = [(name, *plan[name]) for name in net.stages if plan[name][2] > 0]
     windows = sum(len(a.query_starts) for a in fit)
     steps = max(1, windows // (cfg.sites_per_batch * cfg.queries_per_site))
     steps = min(steps, cfg.max_steps_per_epoch or steps)
     history = []
     for stage, params, use_z, epochs, lr in stages:
-        optimiser = torch.optim.AdamW(list(params), lr=lr, weight_decay=cfg.weight_decay)
+        optimiser = torch.optim.AdamW(list(params()), lr=lr, weight_decay=cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_halve_every, gamma=0.5)
         # A stage must beat where it starts: the joint stage keeps the decoder alone if z does not help.
         best, waited = validate(net, val_batches, use_z, mean, std, cfg.flux_weight), 0
