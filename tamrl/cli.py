@@ -95,7 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                    "koppen": [s.koppen for s in sites]})
     reference = args.reference if args.reference in labels else labels[0]
     paths = write_report(pd.concat(frames, ignore_index=True), site_table, args.out, reference=reference)
-    print(f"evaluated {', '.join(labels)} on {len(site_table)} sites; report: {paths['summary.md']}")
+    print(f"evaluated {', '.join(labels)} on {len(site_table)} sites; report: {paths['report']}")
 
 
 def _fmt(scores: dict[str, float]) -> str:
