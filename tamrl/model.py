@@ -93,7 +93,7 @@ class TamRL(nn.Module):
     def embed(self, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(support, mask)
 
-    def forward(self, x, static, z=None, state: State = None):  # noqa: ANN001 - see module docstring
+    def forward(self, x, static, z=None, state: State = None):
         film = None if z is None else self.generator(z)
         return self.decoder(with_statics(x, static), film, state)
 
@@ -111,7 +111,7 @@ class CTLSTM(nn.Module):
     def embed(self, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(support, mask)
 
-    def forward(self, x, static, z=None, state: State = None):  # noqa: ANN001
+    def forward(self, x, static, z=None, state: State = None):
         return self.decoder(with_statics(x, torch.cat([static, z], dim=-1)), None, state)
 
 
@@ -127,7 +127,7 @@ class TamLSTM(nn.Module):
     def embed(self, support: torch.Tensor, mask: torch.Tensor) -> None:
         return None
 
-    def forward(self, x, static, z=None, state: State = None):  # noqa: ANN001
+    def forward(self, x, static, z=None, state: State = None):
         return self.decoder(with_statics(x, static), None, state)
 
 

@@ -2,11 +2,10 @@
 
 import pandas as pd
 import pytest
+from conftest import FLUXNET, MODIS
 
 from tamrl.cli import main
 from tamrl.features import TARGETS
-
-from conftest import FLUXNET, MODIS
 
 TINY = ["--seeds", "2", "--hidden", "16", "--epochs", "1", "--epochs-stage2", "1", "--max-steps-per-epoch", "2",
         "--quiet"]
