@@ -116,15 +116,20 @@ def load_fluxnet(
     if unknown:
         raise DataError(f"sites not in {Path(root) / 'sites.csv'}: {', '.join(unknown)}")
     reflectance = _read_modis(modis, ids) if modis is not None else None
-    sites = []
+    sites, cut = [], {}
     for site_id in ids:
         row = table.loc[site_id]
         frame = _read_daily(Path(root) / row["daily_file"], site_id)
         if reflectance is not None:
-            frame = _join_modis(frame, reflectance.get(site_id), site_id)
+            frame, cut[site_id] = _join_modis(frame, reflectance.get(site_id), site_id)
             if frame is None:
                 continue
         sites.append(_make_site(site_id, row["lat"], row["lon"], row["igbp"], row["koppen_major"], frame))
+    cut = {s: n for s, n in cut.items() if n}
+    if cut:
+        log.warning("%d flux days of %d site(s) fall outside the MODIS record and were dropped (most: %s)",
+                    sum(cut.values()), len(cut), ", ".join(f"{s} {n}" for s, n in sorted(
+                        cut.items(), key=lambda kv: -kv[1])[:5]))
     return sites
 
 
@@ -222,23 +227,23 @@ def _read_modis(path: str | Path, site_ids: list[str]) -> dict[str, pd.DataFrame
     return out
 
 
-def _join_modis(frame: pd.DataFrame, modis: pd.DataFrame | None, site_id: str) -> pd.DataFrame | None:
+def _join_modis(frame: pd.DataFrame, modis: pd.DataFrame | None, site_id: str) -> tuple[pd.DataFrame | None, int]:
+    """The site's frame cut to its MODIS record with the reflectance joined, and the flux days cut off."""
+    flux_days = int(frame[list(TARGETS)].notna().any(axis=1).sum())
     if modis is None or not (modis[CLEAR] > 0).any():
         log.warning("site %s: no clear MODIS day; skipped for reflectance feature sets", site_id)
-        return None
+        return None, flux_days
     start, end = max(frame.index.min(), modis.index.min()), min(frame.index.max(), modis.index.max())
     if start > end:
         log.warning("site %s: flux years do not overlap MODIS (2000-2014); skipped", site_id)
-        return None
+        return None, flux_days
     cut = frame.loc[start:end]
     if not (modis.loc[start:end, CLEAR] > 0).any():
         log.warning("site %s: no clear MODIS day during its flux years; skipped for reflectance feature sets",
                     site_id)
-        return None
-    dropped = int(frame[list(TARGETS)].notna().any(axis=1).sum() - cut[list(TARGETS)].notna().any(axis=1).sum())
-    if dropped:
-        log.warning("site %s: %d flux days outside the MODIS record dropped", site_id, dropped)
-    return cut.join(modis.reindex(cut.index).astype(np.float32))
+        return None, flux_days
+    dropped = flux_days - int(cut[list(TARGETS)].notna().any(axis=1).sum())
+    return cut.join(modis.reindex(cut.index).astype(np.float32)), dropped
 
 
 def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:

@@ -1,0 +1,1 @@
+"""The HTTP service (point and bbox queries, upscaling jobs); built on ``jobs``."""
