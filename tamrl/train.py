@@ -176,7 +176,7 @@ def validation_batches(cfg: TrainConfig, val: list[SiteArrays]) -> list[Batch]:
     """Fixed validation episodes (seeded), so every epoch and every member is scored on the same windows."""
     rng = np.random.default_rng(0)
     return list(_chunks([(a, *sample_episode(a.query_starts, a.support_starts, cfg.queries_per_site,
-                                             cfg.support_windows, rng)) for a in val for _ in range(2)],
+                                             cfg.support_windows, rng)) for a in val for _ in range(4)],
                         cfg.sites_per_batch, cfg.support_windows))
 
 
