@@ -20,6 +20,7 @@ REQUIRED = (
     "training_sites", "inference", "metrics", "code_version",
 )  # fmt: skip
 BUILTIN = Path(__file__).parent / "checkpoints"
+DEFAULT = "modis_met"  # the shipped checkpoint that scored best in docs/VALIDATION.md
 FLUXNET_ATTRIBUTION = (
     "Trained on FLUXNET2015 data (CC-BY-4.0): Pastorello et al. (2020), The FLUXNET2015 dataset and the ONEFlux "
     "processing pipeline for eddy covariance data, Scientific Data 7:225, doi:10.1038/s41597-020-0534-3. "
@@ -51,10 +52,10 @@ def resolve(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    builtin = BUILTIN / f"{name_or_path}.pt"
+    builtin = BUILTIN / f"{DEFAULT if str(name_or_path) == 'default' else name_or_path}.pt"
     if builtin.is_file():
         return builtin
-    shipped = ", ".join(sorted(p.stem for p in BUILTIN.glob("*.pt"))) or "none"
+    shipped = ", ".join(["default", *sorted(p.stem for p in BUILTIN.glob("*.pt"))])
     raise CheckpointError(f"checkpoint {name_or_path} not found: give a file path or a shipped name ({shipped})")
 
 

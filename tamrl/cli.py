@@ -55,15 +55,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     predictor = Predictor.load(args.checkpoint, args.device)
     frame = read_drivers(args.drivers)
-    meta = {}
-    for key in ("lat", "lon", "igbp", "koppen"):
-        value = getattr(args, key)
-        if value is None and key in frame.attrs.get("static", {}):
-            value = frame.attrs["static"][key]
-        if value is None:
-            raise TamrlError(f"--{key} is required: the location's {key} is an input of the model")
-        meta[key] = value
-    out = predictor.predict_frame(frame, float(meta["lat"]), float(meta["lon"]), meta["igbp"], meta["koppen"])
+    out = predictor.predict_frame(frame, args.lat, args.lon, args.igbp, args.koppen)
     if args.out:
         out.to_csv(args.out, float_format="%.4f")
         print(f"wrote {len(out)} days of GPP, RECO, NEE (g C m-2 d-1, ensemble mean and *_std) to {args.out}")
@@ -74,9 +66,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from tamrl.evaluate import write_report
+    from tamrl.evaluate import site_predictions, write_report
     from tamrl.predict import Predictor
-    from tamrl.train import site_predictions
 
     predictors = [Predictor.load(c, args.device) for c in args.checkpoint]
     labels = args.label or [p.bundle["model"] for p in predictors]
@@ -125,10 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="daily GPP/RECO/NEE for one location from its drivers alone")
     p.add_argument("--checkpoint", default="default", help="checkpoint file or shipped name (default, met)")
     p.add_argument("--drivers", type=Path, required=True, help="daily drivers (CSV/Parquet with a date column)")
-    p.add_argument("--lat", type=float)
-    p.add_argument("--lon", type=float)
-    p.add_argument("--igbp", help="IGBP class, e.g. ENF")
-    p.add_argument("--koppen", help="Koppen major group, A-E")
+    p.add_argument("--lat", type=float, required=True)
+    p.add_argument("--lon", type=float, required=True)
+    p.add_argument("--igbp", required=True, help="IGBP class of the location, e.g. ENF")
+    p.add_argument("--koppen", required=True, help="Koppen major group of the location, A-E")
     p.add_argument("--out", type=Path, help="CSV to write (default: standard output)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_predict)

@@ -13,8 +13,10 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 from tamrl import plots
+from tamrl.data import Site
 from tamrl.errors import DataError
 from tamrl.features import TARGETS
+from tamrl.predict import Predictor, finish
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,24 @@ SITE_COLUMNS = ("site", "igbp", "koppen")
 METRICS = ("rmse", "r2", "bias", "nmae")
 GROUPINGS = ("igbp", "koppen")
 KEYS = ["model", "site", "target"]
+
+
+def site_predictions(predictor: Predictor, sites: list[Site], label: str, mode: str | None = None,
+                     members: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Long table (model, site, date, target, obs, pred, qc) of a checkpoint's predictions at sites."""
+    frames = []
+    for site in sites:
+        if members is not None and site.site_id in members:
+            mean, _ = finish(members[site.site_id], predictor.inference["nee"])
+            pred = mean[0]
+        else:
+            pred = predictor.predict_site(site)[list(TARGETS)].to_numpy()
+        for i, target in enumerate(TARGETS):
+            frames.append(pd.DataFrame({
+                "model": label, "site": site.site_id, "date": site.frame.index, "target": target,
+                "obs": site.frame[target].to_numpy(), "pred": pred[:, i], "qc": site.frame["NEE_QC"].to_numpy(),
+            }))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:

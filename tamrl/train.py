@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -33,10 +32,10 @@ from tamrl.dataset import (
     split_sites,
 )  # fmt: skip
 from tamrl.errors import DataError
-from tamrl.evaluate import site_metrics
-from tamrl.features import TARGETS, check_drivers, feature_set
+from tamrl.evaluate import site_metrics, site_predictions
+from tamrl.features import check_drivers, feature_set
 from tamrl.loss import flux_loss
-from tamrl.predict import MODES, NEE_RULES, Predictor, build_network, finish, pick_device
+from tamrl.predict import MODES, NEE_RULES, Predictor, build_network, pick_device
 from tamrl.scaler import Scaler
 from tamrl.windows import sample_episode
 from tamrl.xgb import fit_xgboost
@@ -183,24 +182,6 @@ def validation_batches(cfg: TrainConfig, val: list[SiteArrays]) -> list[Batch]:
 def _chunks(episodes: list, size: int, k: int) -> Iterator[Batch]:
     for lo in range(0, len(episodes), size):
         yield make_batch(episodes[lo : lo + size], k)
-
-
-def site_predictions(predictor: Predictor, sites: list[Site], label: str, mode: str | None = None,
-                     members: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """Long table (model, site, date, target, obs, pred, qc) of a checkpoint's predictions at sites."""
-    frames = []
-    for site in sites:
-        if members is not None and site.site_id in members:
-            mean, _ = finish(members[site.site_id], predictor.inference["nee"])
-            pred = mean[0]
-        else:
-            pred = predictor.predict_site(site)[list(TARGETS)].to_numpy()
-        for i, target in enumerate(TARGETS):
-            frames.append(pd.DataFrame({
-                "model": label, "site": site.site_id, "date": site.frame.index, "target": target,
-                "obs": site.frame[target].to_numpy(), "pred": pred[:, i], "qc": site.frame["NEE_QC"].to_numpy(),
-            }))
-    return pd.concat(frames, ignore_index=True)
 
 
 def choose_inference(bundle: dict[str, Any], val_sites: list[Site]) -> tuple[dict[str, Any], dict[str, Any]]:
