@@ -28,5 +28,5 @@ train tamlstm modis_met 3
 train tamrl modis_met 10
 evaluate modis_met tamrl ctlstm tamlstm xgboost
 train xgboost met 1
-train tamrl met 5
+train tamrl met 3
 evaluate met tamrl xgboost

@@ -9,7 +9,6 @@ inference mode and NEE rule are chosen on the validation sites and stored in the
 import logging
 import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from tamrl.dataset import (
     build_arrays,
     class_weights,
     fit_scalers,
-    make_batch,
     sample_batch,
     split_sites,
 )  # fmt: skip
@@ -35,9 +33,8 @@ from tamrl.errors import DataError
 from tamrl.evaluate import site_metrics, site_predictions
 from tamrl.features import check_drivers, feature_set
 from tamrl.loss import flux_loss
-from tamrl.predict import MODES, NEE_RULES, Predictor, build_network, pick_device
+from tamrl.predict import MODES, NEE_RULES, Predictor, build_network, pick_device, support_windows
 from tamrl.scaler import Scaler
-from tamrl.windows import sample_episode
 from tamrl.xgb import fit_xgboost
 
 log = logging.getLogger(__name__)
@@ -113,7 +110,6 @@ def fit_network(
     rng = np.random.default_rng(seed)
     net = build_network(cfg, fit[0].x.shape[1], len(fit[0].static)).to(device)
     mean, std = (torch.from_numpy(v).to(device) for v in (y_scaler.mean, y_scaler.std))
-    val_batches = [b.to(device) for b in validation_batches(cfg, val)]
     plan = {"decoder": (net.decoder.parameters, False, cfg.epochs, cfg.lr),
             "joint": (net.parameters, True, cfg.epochs_stage2 if net.stages[0] == "decoder" else cfg.epochs,
                       cfg.lr_stage2 if net.stages[0] == "decoder" else cfg.lr)}
@@ -126,7 +122,7 @@ def fit_network(
         optimiser = torch.optim.AdamW(list(params()), lr=lr, weight_decay=cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_halve_every, gamma=0.5)
         # A stage must beat where it starts: the joint stage keeps the decoder alone if z does not help.
-        best, waited = validate(net, val_batches, use_z, mean, std, cfg.flux_weight), 0
+        best, waited = validate(net, val, use_z, cfg.inference_support_windows, device), 0
         best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         bar = tqdm(range(epochs), desc=f"seed {seed} {stage}", disable=not progress, leave=False)
         for epoch in bar:
@@ -141,7 +137,7 @@ def fit_network(
                 optimiser.step()
                 losses.append(loss.item())
             schedule.step()
-            val_loss = validate(net, val_batches, use_z, mean, std, cfg.flux_weight)
+            val_loss = validate(net, val, use_z, cfg.inference_support_windows, device)
             history.append({"seed": seed, "stage": stage, "epoch": epoch, "train": float(np.mean(losses)),
                             "validation": val_loss})
             bar.set_postfix(train=f"{np.mean(losses):.3f}", val=f"{val_loss:.3f}")
@@ -157,11 +153,26 @@ def fit_network(
     return {k: v.cpu() for k, v in net.state_dict().items()}, history
 
 
-def validate(net, batches: list[Batch], use_z: bool, mean, std, flux_weight: float) -> float:
-    """Mean loss over the fixed validation batches."""
+def validate(net, val: list[SiteArrays], use_z: bool, k: int, device: torch.device) -> float:
+    """Validation score: the mean over sites of each site's QC-weighted MSE (standardised units).
+
+    Each site is predicted over its whole record in one stateful pass, modulated (``use_z``) by a support set
+    spread over that record, exactly as at inference; sites count equally, like the per-site metrics.
+    """
     net.eval()
+    scores = []
     with torch.inference_mode():
-        return float(np.mean([batch_loss(net, b, use_z, mean, std, flux_weight).item() for b in batches]))
+        for a in val:
+            x = torch.from_numpy(np.nan_to_num(a.x))[None].to(device)
+            static = torch.from_numpy(a.static)[None].to(device)
+            z = None
+            if use_z:
+                support, mask = support_windows(np.nan_to_num(a.x)[None], a.static[None], k)
+                z = net.embed(torch.from_numpy(support).to(device), torch.from_numpy(mask).to(device))
+            pred = net(x, static, z)[0][0].cpu().numpy()
+            se = (pred - np.nan_to_num(a.y)) ** 2 * a.weight
+            scores.append(se.sum() / max(a.weight.sum(), 1e-8))
+    return float(np.mean(scores))
 
 
 def batch_loss(net, batch: Batch, use_z: bool, mean, std, flux_weight: float) -> torch.Tensor:
@@ -169,19 +180,6 @@ def batch_loss(net, batch: Batch, use_z: bool, mean, std, flux_weight: float) ->
     z = net.embed(batch.support, batch.support_mask)[batch.set_index] if use_z else None
     pred, _ = net(batch.x, batch.static, z)
     return flux_loss(pred, batch.y, batch.weight, mean, std, flux_weight)
-
-
-def validation_batches(cfg: TrainConfig, val: list[SiteArrays]) -> list[Batch]:
-    """Fixed validation episodes (seeded), so every epoch and every member is scored on the same windows."""
-    rng = np.random.default_rng(0)
-    return list(_chunks([(a, *sample_episode(a.query_starts, a.support_starts, cfg.queries_per_site,
-                                             cfg.support_windows, rng)) for a in val for _ in range(4)],
-                        cfg.sites_per_batch, cfg.support_windows))
-
-
-def _chunks(episodes: list, size: int, k: int) -> Iterator[Batch]:
-    for lo in range(0, len(episodes), size):
-        yield make_batch(episodes[lo : lo + size], k)
 
 
 def choose_inference(bundle: dict[str, Any], val_sites: list[Site]) -> tuple[dict[str, Any], dict[str, Any]]:
