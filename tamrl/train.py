@@ -110,16 +110,13 @@ def fit_network(
     rng = np.random.default_rng(seed)
     net = build_network(cfg, fit[0].x.shape[1], len(fit[0].static)).to(device)
     mean, std = (torch.from_numpy(v).to(device) for v in (y_scaler.mean, y_scaler.std))
-    plan = {"decoder": (net.decoder.parameters, False, cfg.epochs, cfg.lr),
-            "joint": (net.parameters, True, cfg.epochs_stage2 if net.stages[0] == "decoder" else cfg.epochs,
-                      cfg.lr_stage2 if net.stages[0] == "decoder" else cfg.lr)}
-    stages = [(name, *plan[name]) for name in net.stages if plan[name][2] > 0]
+    stages = stage_plan(cfg, net)
     windows = sum(len(a.query_starts) for a in fit)
     steps = max(1, windows // (cfg.sites_per_batch * cfg.queries_per_site))
     steps = min(steps, cfg.max_steps_per_epoch or steps)
     history = []
     for stage, params, use_z, epochs, lr in stages:
-        optimiser = torch.optim.AdamW(list(params()), lr=lr, weight_decay=cfg.weight_decay)
+        optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.StepLR(optimiser, cfg.lr_halve_every, gamma=0.5)
         # A stage must beat where it starts: the joint stage keeps the decoder alone if z does not help.
         best, waited = validate(net, val, use_z, cfg.inference_support_windows, device), 0
@@ -151,6 +148,21 @@ def fit_network(
         net.load_state_dict(best_state)
         log.info("seed %d %s: best validation loss %.4f after %d epoch(s)", seed, stage, best, epoch + 1)
     return {k: v.cpu() for k, v in net.state_dict().items()}, history
+
+
+def stage_plan(cfg: TrainConfig, net: torch.nn.Module) -> list[tuple[str, list, bool, int, float]]:
+    """(name, parameters, use_z, epochs, learning rate) of each training stage of ``net``.
+
+    A first stage trains with ``cfg.epochs`` and ``cfg.lr``; TAM-RL's joint second stage with ``epochs_stage2``
+    and ``lr_stage2`` (0 epochs skips it).
+    """
+    plan = []
+    for i, name in enumerate(net.stages):
+        params = list(net.decoder.parameters() if name == "decoder" else net.parameters())
+        epochs, lr = (cfg.epochs, cfg.lr) if i == 0 else (cfg.epochs_stage2, cfg.lr_stage2)
+        if epochs:
+            plan.append((name, params, name == "joint", epochs, lr))
+    return plan
 
 
 def validate(net, val: list[SiteArrays], use_z: bool, k: int, device: torch.device) -> float:
