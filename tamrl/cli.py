@@ -4,7 +4,9 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import get_args
 
+from tamrl.config import ModelName
 from tamrl.errors import TamrlError
 from tamrl.features import FEATURE_SETS
 
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model (tamrl, tamlstm, ctlstm, xgboost) into a checkpoint")
-    p.add_argument("--model", choices=["tamrl", "tamlstm", "ctlstm", "xgboost"])
+    p.add_argument("--model", choices=get_args(ModelName))
     p.add_argument("--feature-set", choices=list(FEATURE_SETS))
     p.add_argument("--seeds", type=int, help="ensemble members (default 10)")
     p.add_argument("--epochs", type=int, help="most epochs of stage 1")

@@ -27,6 +27,7 @@ from tamrl.features import TARGETS, FeatureSet, check_drivers, dynamic_features,
 from tamrl.model import NEURAL_MODELS, task_aware
 from tamrl.scaler import Scaler
 from tamrl.windows import STRIDE, WINDOW, spread_support
+from tamrl.xgb import XGBoostEnsemble
 
 MODES = ("stateful", "windowed")
 NEE_RULES = ("head", "balance")
@@ -116,12 +117,7 @@ class NeuralEnsemble:
         return out
 
 
-def ensemble_for(bundle: dict[str, Any], device: torch.device):
-    """The ensemble runner for a bundle's model (a registry: neural models share one runner)."""
-    from tamrl.xgb import XGBoostEnsemble
-
-    runners = {name: NeuralEnsemble for name in NEURAL_MODELS} | {"xgboost": XGBoostEnsemble}
-    return runners[bundle["model"]](bundle, device)
+RUNNERS = {name: NeuralEnsemble for name in NEURAL_MODELS} | {"xgboost": XGBoostEnsemble}
 
 
 def finish(members: np.ndarray, nee_rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +136,7 @@ class Predictor:
         self.bundle = bundle
         self.fs: FeatureSet = feature_set(bundle["feature_set"])
         self.inference = dict(bundle["inference"])
-        self.ensemble = ensemble_for(bundle, pick_device(device))
+        self.ensemble = RUNNERS[bundle["model"]](bundle, pick_device(device))
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "cpu") -> "Predictor":
