@@ -89,3 +89,15 @@ def test_predict_with_a_checkpoint_the_drivers_cannot_feed(checkpoint, tmp_path,
     assert main(["predict", "--checkpoint", str(checkpoint), "--drivers", str(tmp_path / "met.csv"),
                  "--lat", "50", "--lon", "10", "--igbp", "ENF", "--koppen", "D"]) == 2
     assert "missing B01" in capsys.readouterr().err
+
+
+def test_train_on_carbonbench_tables(tmp_path):
+    import torch
+    from conftest import DATA
+
+    out = tmp_path / "cb.pt"
+    assert main(["train", "--model", "tamrl", "--feature-set", "carbonbench", "--data", str(DATA / "carbonbench"),
+                 "--out", str(out), *TINY]) == 0
+    bundle = torch.load(out, weights_only=True)
+    assert bundle["feature_set"] == "carbonbench"
+    assert "sur_refl_b01" in bundle["features"]["dynamic"] and "LON_SIN" in bundle["features"]["static"]
