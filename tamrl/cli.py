@@ -57,7 +57,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     predictor = Predictor.load(args.checkpoint, args.device)
     frame = read_drivers(args.drivers)
-    out = predictor.predict_frame(frame, args.lat, args.lon, args.igbp, args.koppen)
+    support = read_drivers(args.support_drivers) if args.support_drivers else None
+    out = predictor.predict_frame(frame, args.lat, args.lon, args.igbp, args.koppen, support)
     if args.out:
         out.to_csv(args.out, float_format="%.4f")
         print(f"wrote {len(out)} days of GPP, RECO, NEE (g C m-2 d-1, ensemble mean and *_std) to {args.out}")
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="daily GPP/RECO/NEE for one location from its drivers alone")
     p.add_argument("--checkpoint", default="default", help="checkpoint file or shipped name (default, met)")
     p.add_argument("--drivers", type=Path, required=True, help="daily drivers (CSV/Parquet with a date column)")
+    p.add_argument("--support-drivers", type=Path,
+                   help="drivers of other periods for the support set (default: the --drivers record itself)")
     p.add_argument("--lat", type=float, required=True)
     p.add_argument("--lon", type=float, required=True)
     p.add_argument("--igbp", required=True, help="IGBP class of the location, e.g. ENF")

@@ -85,14 +85,22 @@ class NeuralEnsemble:
             self.networks.append(net.to(device).eval())
 
     @torch.inference_mode()
-    def predict(self, x_raw: np.ndarray, static: np.ndarray, mode: str, k: int) -> np.ndarray:
-        """Per-member predictions (members, locations, days, 3) in physical units."""
+    def predict(
+        self, x_raw: np.ndarray, static: np.ndarray, mode: str, k: int, support_raw: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Per-member predictions (members, locations, days, 3) in physical units.
+
+        The support set is drawn from ``support_raw`` (locations, support days, n_dynamic) when given, else from
+        ``x_raw`` itself.
+        """
         x = self.x_scaler.transform(x_raw)
+        x_sup = x if support_raw is None else self.x_scaler.transform(support_raw)
         out = np.empty((len(self.networks), *x.shape[:2], len(TARGETS)), np.float32)
         for lo in range(0, x.shape[0], CHUNK):
             xs, st = x[lo : lo + CHUNK], static[lo : lo + CHUNK]
             xt, stt = self._tensor(xs), self._tensor(st)
-            sup, mask = support_windows(xs, st, k) if task_aware(self.networks[0]) else (None, None)
+            aware = task_aware(self.networks[0])
+            sup, mask = support_windows(x_sup[lo : lo + CHUNK], st, k) if aware else (None, None)
             for m, net in enumerate(self.networks):
                 z = net.embed(self._tensor(sup), self._tensor(mask)) if sup is not None else None
                 out[m, lo : lo + CHUNK] = self._decode(net, xt, stt, z, mode)
@@ -142,14 +150,18 @@ class Predictor:
     def load(cls, checkpoint: str | Path, device: str = "cpu") -> "Predictor":
         return cls(load_bundle(checkpoint), device)
 
-    def members(self, x_raw: np.ndarray, static: np.ndarray, mode: str | None = None) -> np.ndarray:
+    def members(
+        self, x_raw: np.ndarray, static: np.ndarray, mode: str | None = None, support_raw: np.ndarray | None = None
+    ) -> np.ndarray:
         """Raw per-member predictions (members, locations, days, 3), before clipping."""
         mode = mode or self.inference["mode"]
-        return self.ensemble.predict(x_raw, static, mode, self.inference["support_windows"])
+        return self.ensemble.predict(x_raw, static, mode, self.inference["support_windows"], support_raw)
 
-    def predict_arrays(self, x_raw: np.ndarray, static: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Ensemble mean and spread (locations, days, 3) from unscaled features."""
-        return finish(self.members(x_raw, static), self.inference["nee"])
+    def predict_arrays(
+        self, x_raw: np.ndarray, static: np.ndarray, support_raw: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ensemble mean and spread (locations, days, 3) from unscaled features (support: see ``members``)."""
+        return finish(self.members(x_raw, static, support_raw=support_raw), self.inference["nee"])
 
     def features(self, frame: pd.DataFrame, lat: float, lon: float, igbp: str, koppen: str):
         """Unscaled model inputs of one location, with a clear error if the drivers lack a variable."""
@@ -161,10 +173,17 @@ class Predictor:
             raise DataError(f"the drivers hold no valid value at all for {', '.join(bad)}")
         return x, static_features(self.fs, lat, lon, igbp, koppen)
 
-    def predict_frame(self, frame: pd.DataFrame, lat: float, lon: float, igbp: str, koppen: str) -> pd.DataFrame:
-        """Daily GPP, RECO, NEE and their ensemble spread (``*_std``) for one location."""
+    def predict_frame(
+        self, frame: pd.DataFrame, lat: float, lon: float, igbp: str, koppen: str, support: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """Daily GPP, RECO, NEE and their ensemble spread (``*_std``) for one location.
+
+        The support set comes from ``support`` (drivers of other periods, e.g. historical years) when given,
+        else from ``frame`` itself.
+        """
         x, static = self.features(frame, lat, lon, igbp, koppen)
-        mean, std = self.predict_arrays(x[None], static[None])
+        support_raw = None if support is None else self.features(support, lat, lon, igbp, koppen)[0][None]
+        mean, std = self.predict_arrays(x[None], static[None], support_raw)
         out = pd.DataFrame(mean[0], index=frame.index, columns=list(TARGETS))
         for i, t in enumerate(TARGETS):
             out[f"{t}_std"] = std[0][:, i]

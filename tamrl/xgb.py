@@ -77,7 +77,10 @@ class XGBoostEnsemble:
                 boosters[target] = booster
             self.members.append(boosters)
 
-    def predict(self, x_raw: np.ndarray, static: np.ndarray, mode: str, k: int) -> np.ndarray:
+    def predict(
+        self, x_raw: np.ndarray, static: np.ndarray, mode: str, k: int, support_raw: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Per-member predictions (members, locations, days, 3); mode, k and support do not apply to trees."""
         rows = xgb.DMatrix(design(self.x_scaler.transform(x_raw), static))
         out = np.stack([
             np.stack([m[t].predict(rows) for t in TARGETS], axis=-1) for m in self.members
