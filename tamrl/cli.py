@@ -96,7 +96,8 @@ def _fmt(scores: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in sorted(scores.items()))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The science-core commands; outer layers (``jobs``) add theirs to the returned subparsers."""
     parser = argparse.ArgumentParser(prog="tamrl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,11 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     _site_options(p)
     p.set_defaults(func=cmd_evaluate)
-    return parser
+    return parser, sub
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run a command; domain errors print as one line and exit with status 2."""
+    args = (parser or build_parser()[0]).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,262 @@
+"""Gridded daily drivers for the engine: canonical variables read at the 0.05 deg cells of a tile.
+
+`GridDrivers` opens one or more driver URLs (NetCDF files or Zarr stores, local or fsspec) through
+`jobs.era5.open_drivers`, groups them by grid, and turns each group into the canonical daily variables of
+`tamrl.features` (TA, SW_IN, VPD, B01..B07, CLEAR):
+
+- ERA5 / ERA5-Land fields (t2m, d2m, ssrd or a mean short-wave flux), hourly or daily, go through
+  `jobs.era5.daily_drivers`;
+- canonical daily variables already in a dataset (a pre-processed store, the synthetic reflectance) pass through.
+
+A variable that several groups supply is taken from the first URL that has it. Everything stays lazy (dask) until
+`GridDrivers.read` loads one tile's window. Meteorology on a coarser grid (ERA5 0.25 deg, ERA5-Land 0.1 deg) is
+interpolated bilinearly to the cell centres, falling back to the nearest grid value where a corner is NaN (the
+coast of ERA5-Land); reflectance and CLEAR are taken at the cell (nearest value), never interpolated. Drivers
+already on the 0.05 deg grid are selected exactly.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from jobs import grid
+from jobs.era5 import MEAN_FLUXES, daily_drivers, open_drivers
+from tamrl.errors import DataError
+from tamrl.features import DRIVER_UNITS, MET
+
+ERA5_INPUTS = ("t2m", "d2m", "ssrd", *MEAN_FLUXES)
+CANONICAL = tuple(DRIVER_UNITS)  # TA, SW_IN, VPD, B01..B07, CLEAR
+ON_GRID = 1e-6  # deg: coordinates this close to the 0.05 deg cell centres count as the grid itself
+
+
+@dataclass(frozen=True)
+class Source:
+    """The canonical daily variables of one group of URLs that share a grid."""
+
+    urls: tuple[str, ...]
+    arrays: dict[str, xr.DataArray]  # lazy, dims (time, lat, lon), lat descending, lon ascending
+    accumulation: str  # the ssrd convention used ("hourly", "since_00"), or "auto" where it does not apply
+    synthetic: bool
+
+    @property
+    def lat(self) -> np.ndarray:
+        return next(iter(self.arrays.values())).lat.values
+
+    @property
+    def lon(self) -> np.ndarray:
+        return next(iter(self.arrays.values())).lon.values
+
+    @property
+    def on_grid(self) -> bool:
+        """Whether the coordinates are cell centres of the 0.05 deg grid (then cells are selected exactly)."""
+        return _on_grid(self.lat) and _on_grid(self.lon)
+
+    @property
+    def step(self) -> float:
+        """The largest coordinate spacing [deg]: how far the grid reaches beyond its outer centres."""
+        return max(_spacing(self.lat), _spacing(self.lon))
+
+
+class GridDrivers:
+    """Canonical daily drivers from one or more URLs, read tile by tile on the 0.05 deg grid.
+
+    ``accumulation`` is the ssrd convention for `daily_drivers` ("auto", "hourly", "since_00"), for all groups or
+    one per group; ``accumulations`` holds the resolved values, so workers reopening the URLs skip the detection.
+    """
+
+    def __init__(
+        self, urls: str | Sequence[str], accumulation: str | Sequence[str] = "auto", storage_options: dict | None = None
+    ):
+        self.urls = (urls,) if isinstance(urls, str) else tuple(urls)
+        groups = _group_by_grid(self.urls, storage_options)
+        modes = [accumulation] * len(groups) if isinstance(accumulation, str) else list(accumulation)
+        if len(modes) != len(groups):
+            raise DataError(f"{len(modes)} accumulation settings given for {len(groups)} driver grids")
+        self.sources = [_source(urls, ds, mode) for (urls, ds), mode in zip(groups, modes, strict=True)]
+        self._where = {}
+        for i, source in enumerate(self.sources):
+            for name in source.arrays:
+                self._where.setdefault(name, i)
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """The canonical variables these drivers supply."""
+        return tuple(name for name in CANONICAL if name in self._where)
+
+    @property
+    def accumulations(self) -> tuple[str, ...]:
+        return tuple(source.accumulation for source in self.sources)
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether any source is labelled synthetic (a ``synthetic`` attribute on the dataset or a variable)."""
+        return any(source.synthetic for source in self.sources)
+
+    def days(self, name: str) -> pd.DatetimeIndex:
+        """The days on which variable ``name`` has a time step."""
+        return self._source(name).arrays[name].indexes["time"]
+
+    def coverage(self, names: Sequence[str]) -> str:
+        """What the drivers cover, per variable: e.g. ``TA 2019-01-01..2020-04-30 (486 days)``."""
+        return "; ".join(f"{name} {_describe(self.days(name))}" for name in names)
+
+    def check_dates(self, names: Sequence[str], dates: pd.DatetimeIndex, what: str) -> None:
+        """DataError naming what the drivers cover unless every variable of ``names`` has all ``dates``."""
+        short = [name for name in names if len(dates.difference(self.days(name)))]
+        if short:
+            raise DataError(f"the drivers do not cover {what}: they cover {self.coverage(short)}")
+
+    def check_cells(self, names: Sequence[str], rows: slice, cols: slice) -> None:
+        """DataError unless every variable of ``names`` reaches the cell centres of ``rows`` x ``cols``."""
+        lat, lon = grid.lat_coords()[rows], grid.lon_coords()[cols]
+        for name in names:
+            source = self._source(name)
+            interpolated = name in MET and not source.on_grid
+            reach = 1e-9 if interpolated else source.step / 2 + ON_GRID
+            if not (_reaches(source.lat, lat, interpolated, reach) and _reaches(source.lon, lon, interpolated, reach)):
+                raise DataError(
+                    f"the drivers' {name} ({', '.join(source.urls)}) covers {_extent(source.lat, source.lon)}, not the "
+                    f"cells of {_extent(lat, lon)}; give drivers that cover the bbox"
+                )
+
+    def read(
+        self, rows: slice, cols: slice, dates: pd.DatetimeIndex, names: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The daily values of ``names`` (default: all) on ``dates`` at the cells of global ``rows`` x ``cols``.
+
+        Returns float32 arrays (time, lat, lon). Only the window around the cells is loaded, with dask's
+        synchronous scheduler, so a read inside a Dask task never submits work back to the cluster.
+        """
+        lat, lon = grid.lat_coords()[rows], grid.lon_coords()[cols]
+        names = list(names or self.variables)
+        windows = [self._window(name, lat, lon, dates) for name in names]
+        loaded = dask.compute(*windows, scheduler="synchronous")
+        out = {}
+        for name, window in zip(names, loaded, strict=True):
+            source = self._source(name)
+            values = _at_cells(window, lat, lon, interpolate=name in MET and not source.on_grid)
+            out[name] = values.transpose("time", "lat", "lon").values.astype(np.float32)
+        return out
+
+    def _source(self, name: str) -> Source:
+        if name not in self._where:
+            raise DataError(f"the drivers supply no {name}; they have {', '.join(self.variables) or 'nothing usable'}")
+        return self.sources[self._where[name]]
+
+    def _window(self, name: str, lat: np.ndarray, lon: np.ndarray, dates: pd.DatetimeIndex) -> xr.DataArray:
+        """The lazy values of ``name`` on ``dates`` around the cells, one grid step beyond them."""
+        source = self._source(name)
+        margin = source.step + ON_GRID
+        da = source.arrays[name]
+        try:
+            da = da.sel(time=dates)
+        except KeyError as exc:
+            raise DataError(f"the drivers lack some of the days {_describe(dates)} of {name}") from exc
+        return da.sel(
+            lat=slice(lat.max() + margin, lat.min() - margin), lon=slice(lon.min() - margin, lon.max() + margin)
+        )
+
+
+def _group_by_grid(urls: tuple[str, ...], storage_options: dict | None) -> list[tuple[tuple[str, ...], xr.Dataset]]:
+    """The URLs grouped by grid (identical lat and lon), each group opened as one combined dataset."""
+    if not urls:
+        raise DataError("no driver URLs given: pass NetCDF files or Zarr stores")
+    opened = [open_drivers(url, storage_options) for url in urls]
+    groups: dict[tuple[bytes, bytes], list[int]] = {}
+    for i, ds in enumerate(opened):
+        groups.setdefault((ds.lat.values.tobytes(), ds.lon.values.tobytes()), []).append(i)
+    out = []
+    for members in groups.values():
+        group = tuple(urls[i] for i in members)
+        out.append((group, opened[members[0]] if len(members) == 1 else open_drivers(list(group), storage_options)))
+    return out
+
+
+def _source(urls: tuple[str, ...], ds: xr.Dataset, accumulation: str) -> Source:
+    """The canonical daily variables of one opened group: ERA5 fields converted, canonical ones passed through."""
+    arrays = {}
+    resolved = "auto"
+    if any(name in ds for name in ERA5_INPUTS):
+        daily = daily_drivers(ds, accumulation)
+        arrays.update({name: daily[name] for name in daily.data_vars})
+        resolved = daily["SW_IN"].attrs.get("accumulation", "auto") if "SW_IN" in daily else "auto"
+    for name in CANONICAL:
+        if name in ds and name not in arrays:
+            arrays[name] = _daily(ds[name], urls)
+    if not arrays:
+        raise DataError(
+            f"{', '.join(urls)} hold none of the drivers: give ERA5 fields ({', '.join(ERA5_INPUTS)}) or canonical "
+            f"daily variables ({', '.join(CANONICAL)}); found {', '.join(map(str, ds.data_vars)) or 'none'}"
+        )
+    arrays = {name: _wrapped(da) for name, da in arrays.items()}
+    return Source(urls, arrays, resolved, _is_synthetic(ds))
+
+
+def _daily(da: xr.DataArray, urls: tuple[str, ...]) -> xr.DataArray:
+    """A canonical variable labelled by its UTC day, or DataError unless it has one step per day."""
+    days = da.indexes["time"].floor("D")
+    if days.has_duplicates or not days.is_monotonic_increasing:
+        raise DataError(f"{da.name} in {', '.join(urls)} is not daily: give one value per day")
+    return da.assign_coords(time=days)
+
+
+def _wrapped(da: xr.DataArray) -> xr.DataArray:
+    """A global grid padded by one column beyond 180 W and 180 E, so cells near the antimeridian interpolate."""
+    lon = da.lon.values
+    step = _spacing(lon)
+    if len(lon) < 2 or abs(len(lon) * step - 360) > ON_GRID:
+        return da
+    west = da.isel(lon=[-1]).assign_coords(lon=lon[-1:] - 360)
+    east = da.isel(lon=[0]).assign_coords(lon=lon[:1] + 360)
+    return xr.concat([west, da, east], dim="lon")
+
+
+def _is_synthetic(ds: xr.Dataset) -> bool:
+    labels = [ds.attrs.get("synthetic"), *(ds[name].attrs.get("synthetic") for name in ds.data_vars)]
+    return any(str(label).strip().lower() in ("1", "true", "yes") for label in labels if label is not None)
+
+
+def _at_cells(window: xr.DataArray, lat: np.ndarray, lon: np.ndarray, interpolate: bool) -> xr.DataArray:
+    """``window`` at the cell centres: bilinear (NaN corners filled from the nearest value), or nearest."""
+    nearest = window.sel(lat=lat, lon=lon, method="nearest")
+    if not interpolate:
+        return nearest
+    return window.interp(lat=lat, lon=lon, method="linear").fillna(nearest.values)
+
+
+def _on_grid(coords: np.ndarray) -> bool:
+    """Whether every coordinate is a cell centre of the 0.05 deg grid: an odd multiple of 0.025 deg."""
+    halves = coords / (grid.RES / 2)
+    nearest = np.round(halves)
+    return bool(np.all((np.abs(halves - nearest) * grid.RES / 2 <= ON_GRID) & (nearest % 2 == 1)))
+
+
+def _spacing(coords: np.ndarray) -> float:
+    return float(np.abs(np.diff(coords)).max()) if len(coords) > 1 else 0.0
+
+
+def _reaches(source: np.ndarray, target: np.ndarray, interpolated: bool, reach: float) -> bool:
+    """Whether the source coordinates serve every target: inside their range, or within ``reach`` of one."""
+    if interpolated:
+        return len(source) > 1 and source.min() - reach <= target.min() and target.max() <= source.max() + reach
+    ordered = np.sort(source)
+    at = np.searchsorted(ordered, target)
+    below, above = ordered[np.clip(at - 1, 0, len(ordered) - 1)], ordered[np.clip(at, 0, len(ordered) - 1)]
+    return bool(np.all(np.minimum(np.abs(target - below), np.abs(target - above)) <= reach))
+
+
+def _extent(lat: np.ndarray, lon: np.ndarray) -> str:
+    return f"lat {lat.min():g}..{lat.max():g}, lon {lon.min():g}..{lon.max():g}"
+
+
+def _describe(days: pd.DatetimeIndex) -> str:
+    """``first..last (N days)``, with the number of days missing in between."""
+    if not len(days):
+        return "no days"
+    span = (days[-1] - days[0]).days + 1
+    gaps = f", {span - len(days)} missing in between" if span > len(days) else ""
+    return f"{days[0]:%Y-%m-%d}..{days[-1]:%Y-%m-%d} ({len(days)} days{gaps})"

@@ -1,0 +1,276 @@
+"""The gridded engine end to end on a tiny region: drivers, tiles, resume, errors, and agreement with predict.
+
+The checkpoint is the shipped one's feature set, scalers and inference settings with small random networks
+(hidden 16, 3 members, every weight perturbed so the support set matters), so each run takes about a second.
+"""
+
+import json
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from jobs import engine, grid, static
+from jobs.cli import main
+from jobs.drivers import GridDrivers
+from jobs.engine import run_dates, support_dates, upscale
+from jobs.synthetic import synthetic_drivers
+from jobs.tiles import Tile
+from jobs.writer import VARIABLES, Cube, CubeSpec
+from tamrl.checkpoint import load_bundle, resolve, save_bundle
+from tamrl.config import TrainConfig
+from tamrl.errors import ConfigError, DataError
+from tamrl.features import BANDS
+from tamrl.predict import Predictor, build_network
+
+BBOX = (10.4, 45.4, 11.2, 45.8)  # 16 x 8 cells around Lake Garda (water, forests, crops, towns): two tiles
+CHUNK = (None, 4, 4)  # tiles of 2 x 2 chunks = 8 x 8 cells
+START, END = "2020-03-01", "2020-04-29"  # 60 days; with the 90-day spin-up the decoder starts 2019-12-02
+RECORD = ("2019-01-01", "2020-04-30")  # synthetic drivers; 2019 is the only whole year: the default support year
+# writing the drivers' consolidated metadata (so they open without a fallback warning) makes zarr warn instead
+pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part:UserWarning")
+ERA5_UK = Path(__file__).parent / "data" / "era5" / "era5_t2m_uk_2019-03_hourly_0p25deg_52.75-51N_1W-0.75E.nc"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    bundle = load_bundle(resolve("modis_met"))
+    cfg = TrainConfig(**{**bundle["config"], "hidden": 16, "embedding": 8, "seeds": 3})
+    n_dyn, n_stat = len(bundle["features"]["dynamic"]), len(bundle["features"]["static"])
+    torch.manual_seed(0)
+    members = []
+    for _ in range(cfg.seeds):
+        net = build_network(cfg, n_dyn, n_stat)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.3 * torch.randn_like(p))  # the FiLM generator starts at zero: make z matter
+        members.append(net.state_dict())
+    tiny = {k: v for k, v in bundle.items() if k not in ("path", "sha256")}
+    tiny.update(config=cfg.model_dump(mode="json"), members=members)
+    return save_bundle(tiny, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def drivers(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("drivers") / "synthetic.zarr"
+    synthetic_drivers(BBOX, *RECORD, seed=1).to_zarr(path, zarr_format=3, consolidated=True)
+    return str(path)
+
+
+def run(checkpoint, drivers, out, start=START, end=END, **kw):
+    """The tiny job in this process (``drivers`` a URL or a list of them)."""
+    kw = {"workers": 0, "chunk": CHUNK, "progress": False} | kw
+    return upscale(checkpoint, drivers, BBOX, start, end, out, **kw)
+
+
+@pytest.fixture(scope="module")
+def cube(checkpoint, drivers, tmp_path_factory) -> tuple[xr.Dataset, engine.Summary]:
+    out = tmp_path_factory.mktemp("cube") / "cube.zarr"
+    summary = run(checkpoint, drivers, out)
+    return xr.open_zarr(out).load(), summary
+
+
+def test_cube_layout_attributes_and_values(cube):
+    ds, summary = cube
+    assert dict(ds.GPP.sizes) == {"time": 60, "lat": 8, "lon": 16}
+    assert ds.indexes["time"][0] == pd.Timestamp(START) and ds.indexes["time"][-1] == pd.Timestamp(END)
+    assert np.all(np.diff(ds.lat) < 0) and ds.lat.max() < 45.8 and ds.lon.min() > 10.4
+    assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["synthetic"] == 1 and "SYNTHETIC" in ds.attrs["comment"]
+    assert ds.attrs["tamrl_complete"] == 1 and ds.attrs["support_years"] == [2019]
+    assert ds.GPP.attrs["standard_name"] == "gross_primary_productivity_of_biomass_expressed_as_carbon"
+    assert all(ds[v].attrs["units"] == "g m-2 d-1" for v in VARIABLES)
+    land = ds.land_mask.values == 1
+    assert land.sum() == summary.land_pixels == summary.pixels_computed == 109 and (~land).sum() == 19
+    assert np.isfinite(ds.GPP.values[:, land]).all() and np.isnan(ds.GPP.values[:, ~land]).all()
+    assert (ds.GPP.values[:, land] >= 0).all() and (ds.RECO.values[:, land] >= 0).all()
+    assert ds.GPP_std.values[:, land].max() > 0  # three members disagree
+    assert summary.tiles == summary.tiles_computed == 2 and Path(summary.quicklook).stat().st_size > 10_000
+
+
+def test_cube_equals_tamrl_predict_at_pixels(cube, checkpoint, drivers):
+    ds, _ = cube
+    predictor = Predictor.load(checkpoint)
+    raw = xr.open_zarr(drivers)
+    land = np.argwhere(ds.land_mask.values == 1)
+    for i, j in land[[0, len(land) // 2, -1]]:
+        lat, lon = float(ds.lat[i]), float(ds.lon[j])
+        cell = raw.sel(lat=lat, lon=lon)
+        igbp = static.igbp_names(ds.igbp.values[i, j])
+        koppen = static.koppen_letters(static.koppen(BBOX).sel(lat=lat, lon=lon).values)
+        run_frame = pixel_frame(cell, run_dates(pd.Timestamp(START), pd.Timestamp(END)))
+        support = pixel_frame(cell, support_dates([2019]))
+        expected = predictor.predict_frame(run_frame, lat, lon, str(igbp), str(koppen), support).loc[START:END]
+        for name in VARIABLES:
+            np.testing.assert_allclose(ds[name].values[:, i, j], expected[name].values, rtol=1e-5, atol=1e-5)
+
+
+def pixel_frame(cell: xr.Dataset, dates: pd.DatetimeIndex) -> pd.DataFrame:
+    """A pixel's daily drivers as `tamrl predict` reads them, converted by hand from the synthetic ERA5 fields."""
+    c = cell.sel(time=dates).load()
+    ta, td = c.t2m.values - 273.15, c.d2m.values - 273.15
+    magnus = lambda t: 6.1094 * np.exp(17.625 * t / (t + 243.04))  # noqa: E731
+    columns = {"TA": ta, "SW_IN": c.ssrd.values / 86400.0, "VPD": magnus(ta) - magnus(td)}
+    columns |= {b: c[b].values for b in (*BANDS, "CLEAR")}
+    return pd.DataFrame(columns, index=dates)
+
+
+def test_resume_after_a_crash_skips_finished_tiles_and_gives_the_same_cube(
+    cube, checkpoint, drivers, tmp_path, monkeypatch
+):
+    out = tmp_path / "resumed.zarr"
+    computed, real = [], engine.compute_tile
+
+    def crash_after_one(tile, job):
+        if computed:
+            raise RuntimeError("simulated crash")
+        computed.append(tile.id)
+        return real(tile, job)
+
+    monkeypatch.setattr(engine, "compute_tile", crash_after_one)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(checkpoint, drivers, out)
+    spec = CubeSpec.model_validate_json(xr.open_zarr(out, consolidated=False).attrs["tamrl_spec"])
+    assert Cube(str(out), spec).finished() == set(computed)
+
+    def counting(tile, job):
+        computed.append(tile.id)
+        return real(tile, job)
+
+    monkeypatch.setattr(engine, "compute_tile", counting)
+    summary = run(checkpoint, drivers, out)
+    assert len(computed) == 2 and computed[0] != computed[1]  # the finished tile was not computed again
+    assert summary.tiles_computed == 1 and summary.tiles == 2
+    resumed = xr.open_zarr(out)
+    assert resumed.attrs["tamrl_complete"] == 1
+    for name in VARIABLES:
+        np.testing.assert_array_equal(resumed[name].values, cube[0][name].values)
+
+
+def test_other_parameters_on_an_existing_cube_are_refused(checkpoint, drivers, tmp_path):
+    out = tmp_path / "cube.zarr"
+    run(checkpoint, drivers, out, end="2020-03-10")
+    with pytest.raises(ConfigError, match=r"end: '2020-03-10' -> '2020-03-11'.*--overwrite"):
+        run(checkpoint, drivers, out, end="2020-03-11")
+    assert run(checkpoint, drivers, out, end="2020-03-10").tiles_computed == 0  # same parameters: nothing to do
+
+
+def test_drivers_lacking_a_variable_are_named(checkpoint, drivers, tmp_path):
+    store = tmp_path / "no_b03.zarr"
+    xr.open_zarr(drivers).drop_vars("B03").to_zarr(store, zarr_format=3, consolidated=True)
+    with pytest.raises(DataError, match="missing B03"):
+        run(checkpoint, [str(store)], tmp_path / "cube.zarr")
+    assert not (tmp_path / "cube.zarr").exists()
+
+
+def test_drivers_not_covering_the_days_name_their_coverage(checkpoint, drivers, tmp_path):
+    with pytest.raises(DataError, match=r"do not cover 2020-04-02..2020-07-01.*TA 2019-01-01..2020-04-30"):
+        run(checkpoint, drivers, tmp_path / "a.zarr", start="2020-07-01", end="2020-07-01")
+    with pytest.raises(DataError, match=r"do not cover the support years 2018, 2019: .*2019-01-01..2020-04-30"):
+        run(checkpoint, drivers, tmp_path / "b.zarr", support_years=[2019, 2018])
+    assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()
+
+
+def test_cli_prints_domain_errors_on_one_line(checkpoint, drivers, tmp_path, capsys):
+    code = main(["upscale", "--checkpoint", str(checkpoint), "--drivers", drivers, "--bbox", "10.4,45.4,11.2,45.8",
+                 "--start", START, "--end", "2020-05-31", "--out", str(tmp_path / "c.zarr")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err.startswith("tamrl upscale: error: the drivers do not cover") and "2020-04-30" in err
+    assert main(["upscale", "--drivers", drivers, "--bbox", "10,45", "--start", START, "--end", END,
+                 "--out", str(tmp_path / "d.zarr")]) == 2  # fmt: skip
+    assert "--bbox '10,45' must be 4" in capsys.readouterr().err
+
+
+def test_cli_upscale_writes_the_cube_and_reports(cube, checkpoint, drivers, tmp_path, capsys):
+    out = tmp_path / "cli.zarr"
+    assert main(["upscale", "--checkpoint", str(checkpoint), "--drivers", drivers, "--bbox", "10.4,45.4,11.2,45.8",
+                 "--start", START, "--end", END, "--out", str(out), "--workers", "0", "--support-years", "2019",
+                 "--quiet"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "109 land pixels x 60 days" in printed and "pixel-days/s" in printed and f"{out}.png" in printed
+    got = xr.open_zarr(out).load()
+    assert got.attrs["support_years"] == [2019] and got.attrs["tamrl_complete"] == 1
+    assert got.GPP.shape == (60, 50, 50)  # default 50 x 50 chunks: the bbox padded to a whole chunk
+    inside = got.sel(lat=cube[0].lat, lon=cube[0].lon)
+    np.testing.assert_allclose(inside.GPP.values, cube[0].GPP.values, rtol=1e-5, atol=1e-6)
+    padding = (got.land_mask == 1) & ~(got.lat.isin(cube[0].lat) & got.lon.isin(cube[0].lon))
+    assert padding.sum() > 1000 and got.GPP.isel(time=0).where(padding).isnull().all()  # outside the bbox: NaN
+
+
+def test_era5_ta_is_the_bilinear_interpolation_at_a_cell():
+    lat, lon = 51.925, -0.375  # a 0.05 deg cell centre between ERA5 points 52.0/51.75 N and 0.5/0.25 W
+    row, col = grid.cell_index(lat, lon)
+    assert (grid.lat_coords()[row], grid.lon_coords()[col]) == (lat, lon)
+    source = GridDrivers([str(ERA5_UK)])
+    assert source.variables == ("TA",) and not source.synthetic
+    days = pd.date_range("2019-03-01", "2019-03-31")
+    got = source.read(slice(row, row + 1), slice(col, col + 1), days)["TA"][:, 0, 0]
+
+    with xr.open_dataset(ERA5_UK) as raw:
+        t2m, lats, lons = raw.t2m.values, list(raw.latitude.values), list(raw.longitude.values)
+    daily = t2m.reshape(31, 24, 8, 8).astype(np.float64).mean(axis=1) - 273.15  # (day, lat, lon)
+    i, j = lats.index(52.0), lons.index(-0.5)  # the other corners: 51.75 N at i + 1, 0.25 W at j + 1
+    wy, wx = (52.0 - lat) / 0.25, (lon + 0.5) / 0.25
+    expected = ((1 - wy) * (1 - wx) * daily[:, i, j] + (1 - wy) * wx * daily[:, i, j + 1]
+                + wy * (1 - wx) * daily[:, i + 1, j] + wy * wx * daily[:, i + 1, j + 1])  # fmt: skip
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_reflectance_and_clear_are_taken_at_the_cell_never_interpolated(tmp_path):
+    lat, lon = np.array([46.0, 45.75, 45.5]), np.array([10.5, 10.75, 11.0])  # a coarse 0.25 deg store
+    days = pd.date_range("2020-01-01", periods=2)
+    values = np.arange(18, dtype=np.float32).reshape(2, 3, 3)
+    ds = xr.Dataset({name: (("time", "lat", "lon"), values) for name in ("TA", "B01", "CLEAR")},
+                    coords={"time": days, "lat": lat, "lon": lon})  # fmt: skip
+    ds.to_zarr(tmp_path / "coarse.zarr", zarr_format=3, consolidated=True)
+    row, col = grid.cell_index(45.675, 10.575)  # a cell centre; the nearest source point is 45.75 N, 10.5 E
+    got = GridDrivers([str(tmp_path / "coarse.zarr")]).read(slice(row, row + 1), slice(col, col + 1), days)
+    np.testing.assert_array_equal(got["CLEAR"][:, 0, 0], values[:, 1, 0])
+    np.testing.assert_array_equal(got["B01"][:, 0, 0], values[:, 1, 0])
+    wy, wx = (45.75 - 45.675) / 0.25, (10.575 - 10.5) / 0.25
+    bilinear = (1 - wy) * ((1 - wx) * values[:, 1, 0] + wx * values[:, 1, 1]) + wy * (
+        (1 - wx) * values[:, 2, 0] + wx * values[:, 2, 1]
+    )
+    np.testing.assert_allclose(got["TA"][:, 0, 0], bilinear, rtol=1e-6)
+
+
+def test_a_local_cluster_gives_the_in_process_cube(cube, checkpoint, drivers, tmp_path):
+    out = tmp_path / "cluster.zarr"
+    summary = run(checkpoint, drivers, out, workers=2)
+    assert summary.tiles_computed == 2
+    got = xr.open_zarr(out)
+    assert json.loads(got.attrs["tamrl_spec"]) == json.loads(cube[0].attrs["tamrl_spec"])
+    for name in VARIABLES:
+        np.testing.assert_allclose(got[name].values, cube[0][name].values, rtol=1e-5, atol=1e-6)
+
+
+def test_land_cells_without_a_koppen_group_take_the_nearest_one_or_are_skipped(monkeypatch):
+    tile = Tile("t", slice(1000, 1004), slice(4000, 4004), slice(0, 4), slice(0, 4))
+    pad = engine.KOPPEN_SEARCH  # the Koppen window reaches this many cells beyond the tile
+    codes = np.zeros((4 + 2 * pad, 4 + 2 * pad), np.uint8)  # the window; the tile is [pad : pad + 4] both ways
+
+    def fake_koppen(bbox):
+        assert grid.bbox_slices(bbox) == (slice(1000 - pad, 1004 + pad), slice(4000 - pad, 4004 + pad))
+        return xr.DataArray(codes.copy())
+
+    monkeypatch.setattr(engine.static, "koppen", fake_koppen)
+    codes[pad, pad - 3], codes[pad, pad + 1] = 2, 3  # B 3 cells west of tile cell (0, 0), C at tile cell (0, 1)
+    filled = engine._koppen(tile)
+    assert filled[0, 1] == 3 and filled[0, 0] == 3  # nearest: C at 1 cell rather than B at 3
+    assert filled[3, 3] == 3  # C is 3.6 cells away, B 6.7
+    codes[:] = 0
+    codes[0, 0] = 2  # the window's corner: 14 cells from the nearest tile cell, beyond KOPPEN_SEARCH
+    assert (engine._koppen(tile) == 0).all()
+
+
+def test_a_cube_at_a_url_holds_its_quicklook(checkpoint, drivers):
+    url = "memory://tamrl-engine-test/cube.zarr"
+    summary = run(checkpoint, drivers, url, end="2020-03-05")
+    assert summary.quicklook == f"{url}/quicklook.png"
+    with fsspec.open(summary.quicklook, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert xr.open_zarr(url).attrs["tamrl_complete"] == 1
