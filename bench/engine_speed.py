@@ -14,12 +14,11 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from jobs import engine
 from jobs.cli import DEMO_BBOX, demo_drivers
-from jobs.engine import SPINUP_DAYS, run_dates, support_dates, upscale
+from jobs.engine import SPINUP_DAYS, run_dates, upscale
 from jobs.tiles import plan_tiles
 from tamrl.checkpoint import file_hash, resolve
 
@@ -33,15 +32,8 @@ def bare_rate(checkpoint: Path, drivers: Path, members: int, first: date, last: 
                          first, last, (last.year,))
     tile = next(t for t in plan_tiles(REGION, 50, 50)[1])
     predictor = engine.cached_predictor(job.checkpoint, job.sha256, members)
-    fs = predictor.fs
-    ii, jj, igbp, koppen = engine._cells(tile, REGION)
-    run, support = run_dates(first, last), support_dates(job.support_years)
-    days = run.union(support)
-    blocks = engine.cached_drivers(job.drivers, job.accumulations).read(tile.rows, tile.cols, days, fs.required)
-    series = {name: block[:, ii, jj] for name, block in blocks.items()}
-    x, x_support = engine._dynamic(fs, series, days, run), engine._dynamic(fs, series, days, support)
-    lat, lon = engine.grid.lat_coords()[tile.rows][ii], engine.grid.lon_coords()[tile.cols][jj]
-    statics = np.stack([engine.static_features(fs, *c) for c in zip(lat, lon, igbp, koppen, strict=True)])
+    ii, _, x, x_support, statics = engine.tile_features(tile, job, predictor.fs)
+    run = run_dates(first, last)
     torch.set_num_threads(2)
     predictor.predict_arrays(x[:64], statics[:64], x_support[:64])  # warm-up
     started = time.perf_counter()

@@ -207,18 +207,34 @@ def run_tile(cube: Cube, tile: Tile, job: TileJob) -> int:
 
 
 def compute_tile(tile: Tile, job: TileJob) -> tuple[dict[str, np.ndarray], int]:
-    """The six output variables of ``tile`` ((time, lat, lon), NaN where not computed) and the pixels computed.
+    """The six output variables of ``tile`` ((time, lat, lon), NaN where not computed) and the pixels computed."""
+    predictor = cached_predictor(job.checkpoint, job.sha256, job.members)
+    values = {name: np.full((job.days, *tile.shape), np.nan, np.float32) for name in VARIABLES}
+    ii, jj, x, x_support, statics = tile_features(tile, job, predictor.fs)
+    for lo in range(0, len(ii), PIXEL_BATCH):
+        batch = slice(lo, lo + PIXEL_BATCH)
+        mean, std = predictor.predict_arrays(x[batch], statics[batch], x_support[batch])
+        for k, target in enumerate(TARGETS):
+            values[target][:, ii[batch], jj[batch]] = mean[:, SPINUP_DAYS:, k].T
+            values[f"{target}_std"][:, ii[batch], jj[batch]] = std[:, SPINUP_DAYS:, k].T
+    return values, len(ii)
+
+
+def tile_features(
+    tile: Tile, job: TileJob, fs: FeatureSet
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The model inputs of the cells of ``tile`` to compute: their tile rows and columns, features for the run
+    (spin-up included), features of the support years, and static vectors.
 
     Computed are the land cells (`jobs.static.land_mask`) inside the job's bbox that have a Koppen group (see
     KOPPEN_FALLBACK) and valid drivers (every feature finite after gap filling).
     """
-    predictor = cached_predictor(job.checkpoint, job.sha256, job.members)
-    fs = predictor.fs
-    values = {name: np.full((job.days, *tile.shape), np.nan, np.float32) for name in VARIABLES}
     ii, jj, igbp, koppen = _cells(tile, job.bbox)
-    if not len(ii):
-        return values, 0
     run, support = run_dates(job.start, job.end), support_dates(job.support_years)
+    n_dyn, n_stat = len(fs.dynamic_names), len(fs.static_names)
+    if not len(ii):
+        empty = np.zeros((0, 0, n_dyn), np.float32)
+        return ii, jj, empty, empty, np.zeros((0, n_stat), np.float32)
     days = run.union(support)
     blocks = cached_drivers(job.drivers, job.accumulations).read(tile.rows, tile.cols, days, fs.required)
     series = {name: block[:, ii, jj] for name, block in blocks.items()}  # (days, pixels)
@@ -227,14 +243,7 @@ def compute_tile(tile: Tile, job: TileJob) -> tuple[dict[str, np.ndarray], int]:
     lat, lon = grid.lat_coords()[tile.rows][ii], grid.lon_coords()[tile.cols][jj]
     statics = np.stack([static_features(fs, *cell) for cell in zip(lat, lon, igbp, koppen, strict=True)])
     ok = np.isfinite(x).all(axis=(1, 2)) & np.isfinite(x_support).all(axis=(1, 2))
-    ii, jj, x, x_support, statics = ii[ok], jj[ok], x[ok], x_support[ok], statics[ok]
-    for lo in range(0, len(ii), PIXEL_BATCH):
-        batch = slice(lo, lo + PIXEL_BATCH)
-        mean, std = predictor.predict_arrays(x[batch], statics[batch], x_support[batch])
-        for k, target in enumerate(TARGETS):
-            values[target][:, ii[batch], jj[batch]] = mean[:, SPINUP_DAYS:, k].T
-            values[f"{target}_std"][:, ii[batch], jj[batch]] = std[:, SPINUP_DAYS:, k].T
-    return values, len(ii)
+    return ii[ok], jj[ok], x[ok], x_support[ok], statics[ok]
 
 
 _PREDICTORS: dict[tuple[str, str, int], Predictor] = {}

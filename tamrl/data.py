@@ -90,7 +90,7 @@ def read_sites_table(root: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path} not found: a FLUXNET2015-style folder holds sites.csv and daily/*.csv")
     table = pd.read_csv(path)
-    _require(table, SITES_COLUMNS, str(path))
+    require_columns(table, SITES_COLUMNS, str(path))
     repeated = table["site_id"][table["site_id"].duplicated()].tolist()
     if repeated:
         raise DataError(f"{path} lists site(s) more than once: {', '.join(map(str, repeated))}")
@@ -188,7 +188,7 @@ def _read_daily(path: Path, site_id: str) -> pd.DataFrame:
         raw = pd.read_csv(path, na_values=[MISSING, str(int(MISSING))])
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"site {site_id}: {path} is not a readable CSV ({exc})") from exc
-    _require(raw, ("TIMESTAMP", *FLUXNET_COLUMNS), str(path))
+    require_columns(raw, ("TIMESTAMP", *FLUXNET_COLUMNS), str(path))
     if raw.empty:
         raise DataError(f"site {site_id}: {path} holds no rows")
     frame = raw.rename(columns=FLUXNET_COLUMNS)
@@ -214,7 +214,7 @@ def _read_modis(path: str | Path, site_ids: list[str]) -> dict[str, pd.DataFrame
         raise DataError(f"MODIS reflectance file {path} not found (expected {MODIS_FILE})")
     columns = ["site_id", "date", *(f"refl_b{b[1:]}" for b in BANDS), "clear"]
     raw = pd.read_csv(path, usecols=lambda c: c in columns)
-    _require(raw, columns, str(path))
+    require_columns(raw, columns, str(path))
     raw = raw[raw["site_id"].isin(site_ids)]
     raw = raw.rename(columns={f"refl_b{b[1:]}": b for b in BANDS} | {"clear": CLEAR})
     raw["date"] = pd.to_datetime(raw["date"])
@@ -250,7 +250,7 @@ def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"CarbonBench table {path} not found")
     table = pd.read_parquet(path)
-    _require(table, columns, str(path))
+    require_columns(table, columns, str(path))
     table = table[list(columns)].copy()
     try:
         table["TIMESTAMP"] = pd.to_datetime(table["TIMESTAMP"]).dt.tz_localize(None)
@@ -259,7 +259,8 @@ def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     return table
 
 
-def _require(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], where: str) -> None:
+def require_columns(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], where: str) -> None:
+    """Raise a DataError naming every column of ``columns`` that ``frame`` lacks."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"{where} lacks column(s) {', '.join(missing)}")

@@ -13,7 +13,7 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 from tamrl import plots
-from tamrl.data import Site
+from tamrl.data import Site, require_columns
 from tamrl.errors import DataError
 from tamrl.features import TARGETS
 from tamrl.predict import Predictor, finish
@@ -47,9 +47,7 @@ def site_predictions(predictor: Predictor, sites: list[Site], label: str, mode: 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
     """Raise DataError when ``frame`` is empty or lacks any of ``columns``."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{name} lacks columns {missing}; expected {list(columns)}")
+    require_columns(frame, columns, name)
     if frame.empty:
         raise DataError(f"{name} is empty; nothing to evaluate")
 

@@ -61,7 +61,7 @@ def test_site_metrics_drops_series_without_qualifying_days(caplog):
 
 
 def test_site_metrics_rejects_bad_input():
-    with pytest.raises(DataError, match="lacks columns"):
+    with pytest.raises(DataError, match=r"predictions lacks column\(s\) qc"):
         site_metrics(_series([1], [1]).drop(columns="qc"))
     with pytest.raises(DataError, match="empty"):
         site_metrics(_series([], []))
