@@ -141,4 +141,18 @@ def task_aware(net: nn.Module) -> bool:
     return "joint" in net.stages
 
 
+def modulates(net: nn.Module) -> bool:
+    """Whether a trained network's output depends on its support set.
+
+    A TAM-RL member whose joint stage was rejected keeps the generator's zero-initialised output layer: its FiLM is
+    the identity (g = 1, b = 0 exactly), so inference can skip the encoder for it with bit-identical results.
+    """
+    if not task_aware(net):
+        return False
+    if isinstance(net, TamRL):
+        last = net.generator.mlp[-1]
+        return bool(last.weight.any() or last.bias.any())
+    return True
+
+
 NEURAL_MODELS: dict[str, type[nn.Module]] = {"tamrl": TamRL, "tamlstm": TamLSTM, "ctlstm": CTLSTM}

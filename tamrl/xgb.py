@@ -65,7 +65,7 @@ def fit_xgboost(
 class XGBoostEnsemble:
     """The members of an XGBoost checkpoint; per-day prediction, so the inference mode does not apply."""
 
-    def __init__(self, bundle: dict[str, Any], device: torch.device):
+    def __init__(self, bundle: dict[str, Any], device: torch.device, precision: str = "float32"):
         self.x_scaler = Scaler.from_state(bundle["scalers"]["x"])
         self.members = []
         for member in bundle["members"]:
