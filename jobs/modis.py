@@ -1,19 +1,41 @@
-"""MODIS surface reflectance for the engine: QA decoding and MOD09CMG on the 0.05 deg grid.
+"""MODIS surface reflectance for the engine: QA decoding, and MOD09CMG or MOD09GA tiles on the 0.05 deg grid.
 
 - `clear_from_state` decodes the MOD09GA / MOD09CMG QA bit fields into the clear-sky flag exactly as the tower
   data in ``shared/data/modis`` define ``clear`` (it reproduces that column on every row of the tower file).
 - `mod09cmg_to_drivers` turns a MOD09CMG dataset (already on the 0.05 deg CMG grid) into the canonical daily
   drivers B01..B07 (0-1 reflectance) and CLEAR on `jobs.grid` coordinates, which `jobs.drivers` passes through.
+- `mod09ga_to_drivers` turns one day's MOD09GA sinusoidal tiles (500 m reflectance, 1 km state QA) into the same
+  drivers on the 0.05 deg cells they cover.
 
-Not yet supported: MOD09GA sinusoidal tiles (h/v tiles at 500 m / 1 km). Their reprojection to the 0.05 deg grid
-(rioxarray, DESIGN.md section 4) belongs in this module, next to `mod09cmg_to_drivers`; until then use MOD09CMG.
+MOD09GA files: one single-band GeoTIFF per layer and tile (as ``gdal_translate`` writes each HDF subdataset, or
+AppEEARS delivers them), holding the raw layer (int16 ``sur_refl_b01`` .. ``sur_refl_b07``, scale 1e-4,
+fill -28672; uint16 ``state_1km``; uint32 ``QC_500m``) in its own CRS (the MODIS sinusoidal projection) with its
+geotransform, so a window of a tile works as well as the whole 2400 x 2400 tile. A tile is named by a path or URL
+(local or anything rasterio opens: s3://, gs://, https://) with ``{layer}`` standing for the layer name, e.g.
+``MOD09GA.A2019182.h18v04.061.{layer}.tif``; the day comes from the ``.AYYYYDDD.`` in it unless ``date`` is given.
+``QC_500m`` may be left out with ``qc_500m=False``, at the cost of the MODLAND QA test that the tower flag includes.
+
+Aggregation: each 500 m pixel belongs to the 0.05 deg cell holding its centre (its lat/lon from the file's CRS), so
+the tiles of a mosaic partition the pixels and a cell on a tile edge gets the pixels of both tiles. A band is the
+mean of the cell's valid pixels, cloudy ones included as in MOD09CMG: CLEAR is the separate flag, and tamrl gap-fills
+the non-clear days. CLEAR is 1 where at least half of the cell's pixels that have a state QA are clear
+(`clear_from_state` of ``state_1km``, each 1 km QA pixel covering its 2 x 2 500 m pixels, and of ``QC_500m``, with
+B01 and B02 present), else 0; reflectance is NaN where the cell has no valid pixel. GDAL's average resampling is not
+used: it averages over the box spanned by a cell's two transformed corners, which for the sheared sinusoidal cells
+away from lon 0 covers neighbouring cells too (a 0.05 deg checkerboard at 95 E came back about 0.5 off).
 """
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import rioxarray
 import xarray as xr
+from pyproj import Transformer
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
 
 from jobs import grid
 from tamrl.errors import DataError
@@ -32,15 +54,25 @@ INTERNAL_SNOW = 1 << 15
 # qc_500m / "Coarse Resolution QA" bits 0-1 MODLAND QA: 00 = corrected product produced at ideal quality
 MODLAND_QA = 0b11
 
-# MOD09CMG layout: int16 reflectance, scale 1e-4, fill -28672
-CMG_SCALE = 1e-4
-CMG_FILL = -28672
+# MOD09CMG and MOD09GA layout: int16 reflectance, scale 1e-4, fill -28672
+MOD09_SCALE = 1e-4
+MOD09_FILL = -28672
 CMG_SOURCE = "MOD09CMG daily surface reflectance, 0.05 deg CMG (Vermote and Wolfe, doi:10.5067/MODIS/MOD09CMG.006)"
+GA_SOURCE = (
+    "MOD09GA daily surface reflectance, 500 m sinusoidal tiles averaged to 0.05 deg "
+    "(Vermote and Wolfe, doi:10.5067/MODIS/MOD09GA.006)"
+)
 _BAND_KEYS = {band: f"coarse_resolution_surface_reflectance_band_{i}" for i, band in enumerate(BANDS, start=1)}
 _STATE_KEY = "coarse_resolution_state_qa"
 _QA_KEY = "coarse_resolution_qa"
 _LAT_NAMES = ("lat", "latitude", "y")
 _LON_NAMES = ("lon", "longitude", "x")
+_GA_LAYERS = {band: f"sur_refl_b{i:02d}" for i, band in enumerate(BANDS, start=1)}
+_GA_STATE = "state_1km"
+_GA_QC = "QC_500m"
+_GA_DAY = re.compile(r"\.A(\d{7})\.")  # MOD09GA.A2019182.h18v04...: year and day of year
+_CLEAR_TESTS = "state QA clear, no shadow/cirrus/snow/high aerosol/adjacent cloud"
+_WGS84 = "EPSG:4326"
 
 
 def clear_from_state(state_1km: np.ndarray, qc_500m: np.ndarray | None = None) -> np.ndarray:
@@ -98,10 +130,37 @@ def mod09cmg_to_drivers(ds: xr.Dataset, date: str | pd.Timestamp | None = None) 
     out = out.rename({ydim: "lat", xdim: "lon"}) if (ydim, xdim) != ("lat", "lon") else out
     out = _on_cmg_grid(out, ds, ref, ydim, xdim)
     out = _with_time(out, date)
-    for name in (*BANDS, CLEAR):
-        out[name].attrs = _attrs(name)
-    out.attrs = {"source": CMG_SOURCE, "Conventions": "CF-1.8"}
-    return out.transpose("time", "lat", "lon")
+    return _described(out, "MOD09CMG", CMG_SOURCE, f"{_CLEAR_TESTS}, MODLAND QA ideal, B01 and B02 present")
+
+
+def mod09ga_to_drivers(
+    urls: str | Sequence[str],
+    bbox: tuple[float, float, float, float] | None = None,
+    date: str | pd.Timestamp | None = None,
+    qc_500m: bool = True,
+) -> xr.Dataset:
+    """Canonical daily B01..B07 (0-1 reflectance) and CLEAR (1/0) from one day's MOD09GA tiles, on `jobs.grid` cells.
+
+    ``urls`` names each tile (or window of one) by a path or URL with ``{layer}`` for the layer name, as the module
+    docstring describes; adjacent tiles mosaic without a seam. The cells are those of ``bbox`` (W, S, E, N, as
+    `jobs.grid.bbox_slices` selects them), or else every cell holding a pixel centre of the tiles. A band is the mean
+    of the cell's valid 500 m pixels; CLEAR is 1 where at least half of the cell's pixels with a state QA are clear
+    (`clear_from_state`, with ``QC_500m`` unless ``qc_500m`` is False, and B01 and B02 present). The day is ``date``,
+    or else the ``.AYYYYDDD.`` that all the names share. Raises DataError naming a missing or malformed layer, a day
+    it cannot tell, or a bbox that holds no pixel of the tiles.
+    """
+    patterns = _tile_patterns(urls)
+    day = _ga_day(patterns, date)
+    tiles = [_tile_sums(pattern, qc_500m) for pattern in patterns]
+    rows, cols = grid.bbox_slices(bbox) if bbox is not None else _covered(tiles)
+    total = _mosaic(tiles, rows, cols)
+    if not total[_QA_PIXELS].any():
+        raise DataError(
+            f"the MOD09GA tiles {', '.join(patterns)} hold no pixel in bbox {bbox}; give tiles that cover it"
+        )
+    modland = ", MODLAND QA ideal" if qc_500m else ""
+    rule = f"at least half of the 500 m pixels clear: {_CLEAR_TESTS}{modland}, B01 and B02 present"
+    return _described(_ga_cells(total, rows, cols).expand_dims(time=[day]), "MOD09GA", GA_SOURCE, rule)
 
 
 def _key(name: str) -> str:
@@ -141,16 +200,17 @@ def _spatial_dims(da: xr.DataArray) -> tuple[str, str]:
 def _reflectance(da: xr.DataArray) -> xr.DataArray:
     """Reflectance 0-1 with NaN for fill: raw values scaled, decoded values kept."""
     values = np.asarray(da.values)
-    raw = values.dtype.kind in "iu" or "scale_factor" in da.attrs
-    if raw:
-        scale = float(da.attrs.get("scale_factor", CMG_SCALE))
-        fill = da.attrs.get("_FillValue", CMG_FILL)
-        values = values.astype(np.float64)
-        bad = (values == CMG_FILL) | (values == float(fill)) | ~np.isfinite(values)
-        out = np.where(bad, np.nan, values * scale)
-    else:
-        out = np.where(values == CMG_FILL, np.nan, values.astype(np.float64))
-    return da.copy(data=out)
+    if values.dtype.kind in "iu" or "scale_factor" in da.attrs:
+        scale = float(da.attrs.get("scale_factor", MOD09_SCALE))
+        return da.copy(data=_scaled(values, scale, da.attrs.get("_FillValue", MOD09_FILL)))
+    return da.copy(data=np.where(values == MOD09_FILL, np.nan, values.astype(np.float64)))
+
+
+def _scaled(values: np.ndarray, scale: float, fill: float) -> np.ndarray:
+    """Raw reflectance integers times ``scale`` (float64), NaN for the MOD09 fill, the file's ``fill`` or non-finite."""
+    values = values.astype(np.float64)
+    bad = (values == MOD09_FILL) | (values == float(fill)) | ~np.isfinite(values)
+    return np.where(bad, np.nan, values * scale)
 
 
 def _coord(ds: xr.Dataset, ref: xr.DataArray, dim: str, names: tuple[str, ...]) -> np.ndarray | None:
@@ -207,13 +267,192 @@ def _with_time(out: xr.Dataset, date: str | pd.Timestamp | None) -> xr.Dataset:
     return out.expand_dims(time=[pd.Timestamp(date).floor("D")])
 
 
-def _attrs(name: str) -> dict[str, str]:
-    if name == CLEAR:
-        return {
-            "units": DRIVER_UNITS[CLEAR],
-            "long_name": "clear-sky MOD09CMG observation (state QA clear, no shadow/cirrus/snow/high aerosol/"
-            "adjacent cloud, MODLAND QA ideal, B01 and B02 present)",
-            "source": CMG_SOURCE,
+def _described(out: xr.Dataset, product: str, source: str, clear_rule: str) -> xr.Dataset:
+    """``out`` (time, lat, lon) with the CF attributes of the canonical drivers, citing ``source``."""
+    for i, band in enumerate(BANDS, start=1):
+        out[band].attrs = {
+            "units": DRIVER_UNITS[band],
+            "long_name": f"{product} surface reflectance band {i}",
+            "source": source,
         }
-    i = BANDS.index(name) + 1
-    return {"units": DRIVER_UNITS[name], "long_name": f"MOD09CMG surface reflectance band {i}", "source": CMG_SOURCE}
+    out[CLEAR].attrs = {
+        "units": DRIVER_UNITS[CLEAR],
+        "long_name": f"clear-sky {product} observation ({clear_rule})",
+        "source": source,
+    }
+    out.attrs = {"source": source, "Conventions": "CF-1.8"}
+    return out.transpose("time", "lat", "lon")
+
+
+@dataclass(frozen=True)
+class _CellBins:
+    """The 0.05 deg cell holding each pixel's centre, as a flat index into a window of cells, for per-cell sums."""
+
+    row0: int  # the window's first global row and column
+    col0: int
+    shape: tuple[int, int]
+    index: np.ndarray  # flat window index of each pixel on the globe
+    on_globe: np.ndarray  # per pixel (rows, columns): whether its centre is a point of the globe
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        """Per-cell sums (window rows, columns) of per-pixel ``values`` (bool counts)."""
+        weights = np.asarray(values, dtype=np.float64)[self.on_globe]
+        return np.bincount(self.index, weights, minlength=self.shape[0] * self.shape[1]).reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class _TileSums:
+    """One tile's per-cell sums (layout `_SUMS` .. `_QA_PIXELS`) on the window of cells from (row0, col0)."""
+
+    row0: int
+    col0: int
+    sums: np.ndarray
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.row0, self.row0 + self.sums.shape[1])
+
+    @property
+    def cols(self) -> slice:
+        return slice(self.col0, self.col0 + self.sums.shape[2])
+
+
+# _TileSums.sums layout: per band the sum of its valid pixels, then their count; clear pixels; pixels with state QA
+_SUMS = slice(0, len(BANDS))
+_COUNTS = slice(len(BANDS), 2 * len(BANDS))
+_CLEAR_PIXELS = 2 * len(BANDS)
+_QA_PIXELS = _CLEAR_PIXELS + 1
+
+
+def _tile_patterns(urls: str | Sequence[str]) -> list[str]:
+    """The tiles' path patterns, or DataError unless there is at least one and each has ``{layer}``."""
+    patterns = [urls] if isinstance(urls, str) else list(urls)
+    if not patterns:
+        raise DataError("give at least one MOD09GA tile")
+    for pattern in patterns:
+        if "{layer}" not in pattern:
+            raise DataError(
+                f"MOD09GA tile {pattern!r} has no {{layer}} for the layer name; name the files of a tile like "
+                "MOD09GA.A2019182.h18v04.061.{layer}.tif (layers sur_refl_b01..b07, state_1km, QC_500m)"
+            )
+    return patterns
+
+
+def _ga_day(patterns: list[str], date: str | pd.Timestamp | None) -> pd.Timestamp:
+    """The tiles' day: ``date``, or else the one ``.AYYYYDDD.`` (year, day of year) that all ``patterns`` hold."""
+    if date is not None:
+        return pd.Timestamp(date).floor("D")
+    found = [_GA_DAY.search(pattern) for pattern in patterns]
+    if not all(found):
+        unnamed = patterns[found.index(None)]
+        raise DataError(f"cannot tell the day of MOD09GA tile {unnamed!r} (no .AYYYYDDD. in it); pass date=")
+    days = sorted({pd.to_datetime(match[1], format="%Y%j") for match in found})
+    if len(days) > 1:
+        raise DataError(f"the MOD09GA tiles are of {len(days)} days ({days[0]:%Y-%m-%d} ..); give one day's tiles")
+    return days[0]
+
+
+def _tile_sums(pattern: str, qc_500m: bool) -> _TileSums:
+    """Per-cell sums of one tile: each band's valid pixels and their count, clear pixels, pixels with state QA."""
+    b01 = _ga_layer(pattern, _GA_LAYERS["B01"])
+    bins = _cell_bins(b01, pattern)
+    state = _ga_layer(pattern, _GA_STATE, like=b01).values
+    clear = clear_from_state(state, _ga_layer(pattern, _GA_QC, like=b01).values if qc_500m else None)
+    sums, counts = [], []
+    for band, layer in _GA_LAYERS.items():
+        values = b01.values if band == "B01" else _ga_layer(pattern, layer, like=b01).values
+        valid = np.isfinite(values)
+        if band in ("B01", "B02"):  # as the tower flag: clear needs both present
+            clear &= valid
+        sums.append(bins.sum(np.where(valid, values, 0.0)))
+        counts.append(bins.sum(valid))
+    layers = [*sums, *counts, bins.sum(clear), bins.sum(np.isfinite(state))]
+    return _TileSums(bins.row0, bins.col0, np.stack(layers))
+
+
+def _ga_layer(pattern: str, layer: str, like: xr.DataArray | None = None) -> xr.DataArray:
+    """One MOD09GA layer, decoded (reflectance 0-1 float32, QA float64), NaN where missing, on ``like``'s pixels.
+
+    A layer on another pixel grid than ``like`` (the 1 km ``state_1km``) takes, for each of ``like``'s pixels, the
+    value of the pixel holding its centre: each 1 km QA pixel covers its 2 x 2 500 m pixels.
+    """
+    url = pattern.replace("{layer}", layer)
+    try:
+        with rioxarray.open_rasterio(url) as src:
+            da = src.load()
+    except RasterioIOError as exc:
+        raise DataError(f"MOD09GA layer {layer} is missing: cannot open {url} ({exc})") from exc
+    if da.sizes["band"] != 1 or da.rio.crs is None or da.dtype.kind not in "iu":
+        raise DataError(
+            f"MOD09GA {url} has {da.sizes['band']} band(s), CRS {da.rio.crs}, {da.dtype}; give the raw integer "
+            f"{layer} layer as a single-band GeoTIFF with its CRS"
+        )
+    da = da.squeeze("band", drop=True)
+    decoded = _ga_decoded(da.values, da.rio.nodata, layer in _GA_LAYERS.values())
+    out = da.copy(data=decoded).rio.write_nodata(np.nan)
+    if like is None or _same_pixels(out, like):
+        return out
+    return out.rio.reproject_match(like, resampling=Resampling.nearest)
+
+
+def _ga_decoded(values: np.ndarray, nodata: float | None, reflectance: bool) -> np.ndarray:
+    """Reflectance scaled to 0-1 (float32) with NaN for fill, or QA integers as float64 with NaN for ``nodata``."""
+    if reflectance:
+        return _scaled(values, MOD09_SCALE, MOD09_FILL if nodata is None else nodata).astype(np.float32)
+    qa = values.astype(np.float64)  # exact for uint16 and uint32 bit fields
+    return np.where(qa == nodata, np.nan, qa) if nodata is not None else qa
+
+
+def _same_pixels(da: xr.DataArray, like: xr.DataArray) -> bool:
+    return da.shape == like.shape and da.rio.crs == like.rio.crs and da.rio.transform() == like.rio.transform()
+
+
+def _cell_bins(da: xr.DataArray, pattern: str) -> _CellBins:
+    """The 0.05 deg cell of each pixel centre of ``da``, from its CRS; pixels beyond the projection's edge are off."""
+    x, y = np.meshgrid(da["x"].values, da["y"].values)
+    to_lonlat = Transformer.from_crs(da.rio.crs.to_wkt(), _WGS84, always_xy=True)
+    lon, lat = to_lonlat.transform(x, y)
+    back_x, back_y = to_lonlat.transform(lon, lat, direction="INVERSE")
+    # PROJ wraps longitudes past 180 deg, so a pixel beyond the sinusoidal edge would land on the far side of the globe
+    tolerance = 1e-3 * min(abs(r) for r in da.rio.resolution())
+    on_globe = np.isfinite(lon) & np.isfinite(lat) & (np.hypot(back_x - x, back_y - y) < tolerance)
+    if not on_globe.any():
+        raise DataError(f"MOD09GA tile {pattern} has no pixel on the globe; check its CRS and geotransform")
+    row = np.minimum(np.floor((90 - lat[on_globe]) * grid.PER_DEG), grid.N_LAT - 1).astype(np.int64)
+    col = np.minimum(np.floor((lon[on_globe] + 180) * grid.PER_DEG), grid.N_LON - 1).astype(np.int64)
+    row0, col0 = int(row.min()), int(col.min())
+    shape = (int(row.max()) - row0 + 1, int(col.max()) - col0 + 1)
+    return _CellBins(row0, col0, shape, (row - row0) * shape[1] + (col - col0), on_globe)
+
+
+def _covered(tiles: list[_TileSums]) -> tuple[slice, slice]:
+    """Global row and column ranges of the cells holding any of the tiles' pixels."""
+    rows = slice(min(t.rows.start for t in tiles), max(t.rows.stop for t in tiles))
+    return rows, slice(min(t.cols.start for t in tiles), max(t.cols.stop for t in tiles))
+
+
+def _mosaic(tiles: list[_TileSums], rows: slice, cols: slice) -> np.ndarray:
+    """The tiles' sums added up on the cells of global ``rows`` x ``cols`` (tiles partition the pixels)."""
+    total = np.zeros((_QA_PIXELS + 1, rows.stop - rows.start, cols.stop - cols.start))
+    for tile in tiles:
+        r = slice(max(tile.rows.start, rows.start), min(tile.rows.stop, rows.stop))
+        c = slice(max(tile.cols.start, cols.start), min(tile.cols.stop, cols.stop))
+        if r.start < r.stop and c.start < c.stop:
+            part = tile.sums[:, _shift(r, tile.row0), _shift(c, tile.col0)]
+            total[:, _shift(r, rows.start), _shift(c, cols.start)] += part
+    return total
+
+
+def _shift(s: slice, origin: int) -> slice:
+    return slice(s.start - origin, s.stop - origin)
+
+
+def _ga_cells(total: np.ndarray, rows: slice, cols: slice) -> xr.Dataset:
+    """Band means (NaN without a valid pixel) and the majority CLEAR flag from the summed pixels, on lat/lon."""
+    with np.errstate(invalid="ignore"):
+        means = total[_SUMS] / total[_COUNTS]  # 0 / 0 = NaN where the cell has no valid pixel
+    qa_pixels = total[_QA_PIXELS]
+    clear = (qa_pixels > 0) & (2 * total[_CLEAR_PIXELS] >= qa_pixels)
+    data = {band: (("lat", "lon"), means[i].astype(np.float32)) for i, band in enumerate(BANDS)}
+    data[CLEAR] = (("lat", "lon"), clear.astype(np.float32))
+    return xr.Dataset(data, coords={"lat": grid.lat_coords()[rows], "lon": grid.lon_coords()[cols]})
