@@ -16,7 +16,7 @@ the ledger. Running the same job again skips the tiles in the ledger.
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -43,7 +43,7 @@ from jobs.writer import VARIABLES, Cube, CubeSpec, create_cube
 from tamrl.checkpoint import load_bundle
 from tamrl.errors import CheckpointError, ConfigError, DataError
 from tamrl.features import TARGETS, FeatureSet, check_drivers, dynamic_features, feature_set, static_features
-from tamrl.predict import Predictor
+from tamrl.predict import Predictor, check_precision
 from tamrl.windows import WINDOW
 
 Bbox = tuple[float, float, float, float]
@@ -71,6 +71,7 @@ class TileJob:
     checkpoint: str  # path, readable on every worker
     sha256: str
     members: int  # the first ``members`` ensemble members are used
+    precision: str  # tamrl.predict.PRECISIONS
     drivers: tuple[str, ...]  # URLs, readable on every worker
     accumulations: tuple[str, ...]  # resolved ssrd conventions, one per driver grid (`GridDrivers.accumulations`)
     bbox: Bbox
@@ -124,7 +125,10 @@ def upscale(
     chunk: tuple[int | None, int, int] | None = None,
     tile_chunks: int | None = None,
     members: int | None = None,
+    precision: str = "float32",
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Summary:
     """Daily GPP, RECO and NEE of ``checkpoint`` over ``bbox`` (W, S, E, N) from ``start`` to ``end`` into ``out``.
 
@@ -133,8 +137,12 @@ def upscale(
     ``support_years``: the years whose drivers form each pixel's support set (default: up to 3 whole years of the
     driver record, evenly spread). ``chunk``: the cube's (time, lat, lon) chunks and ``tile_chunks`` the chunks per
     tile side (`CubeSpec` defaults). ``members``: use only the first N ensemble members (recorded as the cube's
-    ensemble size). An existing cube of the same parameters is resumed; one of other parameters is refused unless
-    ``overwrite``. Raises DataError / ConfigError / CheckpointError (one-line messages) before writing anything.
+    ensemble size). ``precision``: float32 or mixed (`tamrl.predict.PRECISIONS`, recorded in the cube). An
+    existing cube of the same parameters is resumed; one of other parameters is refused unless ``overwrite``.
+    ``on_progress(done, total)`` gets the tiles in the ledger once the cube is open and after every tile. ``stop()``
+    is asked before the first tile and after each finished one; when it says True the job stops there (tiles running
+    on a cluster are cancelled) and raises Cancelled, and the ledger keeps what was finished. Raises DataError /
+    ConfigError / CheckpointError (one-line messages) before writing anything.
     Worker processes are spawned: a script that calls this with workers needs the ``if __name__ == "__main__":``
     guard.
     """
@@ -147,10 +155,11 @@ def upscale(
     bundle = load_bundle(checkpoint)
     fs = feature_set(bundle["feature_set"])
     members = _members(bundle, members)
+    check_precision(precision, bundle["model"], torch.device("cpu"))
     source = GridDrivers(drivers)
     years = _check_drivers(source, fs, rows, cols, first, last, support_years)
     job = TileJob(
-        checkpoint=bundle["path"], sha256=bundle["sha256"], members=members, drivers=source.urls,
+        checkpoint=bundle["path"], sha256=bundle["sha256"], members=members, precision=precision, drivers=source.urls,
         accumulations=source.accumulations, bbox=tuple(float(v) for v in bbox), start=first, end=last,
         support_years=years,
     )  # fmt: skip
@@ -160,11 +169,15 @@ def upscale(
     cube = create_cube(str(out), spec, igbp=igbp, extra_attrs=_attrs(bundle, job), overwrite=overwrite)
     done = cube.finished()
     todo = [tile for tile in cube.tiles if tile.id not in done]
+    report = on_progress or (lambda done, total: None)
+    report(len(cube.tiles) - len(todo), len(cube.tiles))
     pixels = 0
     with tqdm(total=len(todo), unit="tile", desc="upscale", disable=not progress) as bar:
-        for n in _tile_results(cube, todo, job, workers, scheduler):
+        results = _tile_results(cube, todo, job, workers, scheduler, stop or (lambda: False))
+        for finished, n in enumerate(results, start=1):
             pixels += n
             bar.update()
+            report(len(cube.tiles) - len(todo) + finished, len(cube.tiles))
     cube.finalize()
     png = write_quicklook(str(out))
     land = static.land_mask(igbp).values[_local(rows, extent.rows), _local(cols, extent.cols)]
@@ -208,7 +221,7 @@ def run_tile(cube: Cube, tile: Tile, job: TileJob) -> int:
 
 def compute_tile(tile: Tile, job: TileJob) -> tuple[dict[str, np.ndarray], int]:
     """The six output variables of ``tile`` ((time, lat, lon), NaN where not computed) and the pixels computed."""
-    predictor = cached_predictor(job.checkpoint, job.sha256, job.members)
+    predictor = cached_predictor(job.checkpoint, job.sha256, job.members, job.precision)
     values = {name: np.full((job.days, *tile.shape), np.nan, np.float32) for name in VARIABLES}
     ii, jj, x, x_support, statics = tile_features(tile, job, predictor.fs)
     for lo in range(0, len(ii), PIXEL_BATCH):
@@ -246,17 +259,17 @@ def tile_features(
     return ii[ok], jj[ok], x[ok], x_support[ok], statics[ok]
 
 
-_PREDICTORS: dict[tuple[str, str, int], Predictor] = {}
+_PREDICTORS: dict[tuple[str, str, int, str], Predictor] = {}
 
 
-def cached_predictor(path: str, sha256: str, members: int) -> Predictor:
-    """The checkpoint's Predictor (first ``members`` members), loaded once per process."""
-    key = (path, sha256, members)
+def cached_predictor(path: str, sha256: str, members: int, precision: str = "float32") -> Predictor:
+    """The checkpoint's Predictor (first ``members`` members, at ``precision``), loaded once per process."""
+    key = (path, sha256, members, precision)
     if key not in _PREDICTORS:
         bundle = load_bundle(path)
         if bundle["sha256"] != sha256:
             raise CheckpointError(f"{path} changed while the job ran (sha256 {bundle['sha256'][:12]}...); start again")
-        _PREDICTORS[key] = Predictor({**bundle, "members": bundle["members"][:members]})
+        _PREDICTORS[key] = Predictor({**bundle, "members": bundle["members"][:members]}, precision=precision)
     return _PREDICTORS[key]
 
 
@@ -303,18 +316,38 @@ def _local(cells: slice, outer: slice) -> slice:
     return slice(cells.start - outer.start, cells.stop - outer.start)
 
 
-def _tile_results(cube: Cube, tiles: list[Tile], job: TileJob, workers: int, scheduler: str | None) -> Iterator[int]:
-    """Run the tiles in this process or on a Dask cluster, yielding each one's pixel count as it finishes."""
+def _tile_results(
+    cube: Cube, tiles: list[Tile], job: TileJob, workers: int, scheduler: str | None, stop: Callable[[], bool]
+) -> Iterator[int]:
+    """Run the tiles in this process or on a Dask cluster, yielding each one's pixel count as it finishes.
+
+    Raises Cancelled as soon as ``stop()`` says so (asked before the first tile and after every finished one).
+    """
     if not tiles:
         return
     if scheduler is None and workers == 0:
         for tile in tiles:
+            _check_stop(stop)
             yield run_tile(cube, tile, job)
         return
+    _check_stop(stop)
     with _client(workers, scheduler) as client:
         futures = [client.submit(run_tile, cube, tile, job, pure=False) for tile in tiles]
-        for future in as_completed(futures):
-            yield future.result()
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+                _check_stop(stop)
+        finally:
+            client.cancel([f for f in futures if not f.done()])
+
+
+class Cancelled(Exception):
+    """A job was told to stop; the tiles finished before that stay in the ledger."""
+
+
+def _check_stop(stop: Callable[[], bool]) -> None:
+    if stop():
+        raise Cancelled("the job was stopped; run it again to resume from the finished tiles")
 
 
 @contextmanager
@@ -326,14 +359,18 @@ def _client(workers: int, scheduler: str | None) -> Iterator[Client]:
             _set_torch_threads(client)
             yield client
         return
-    environ = {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in WORKER_MALLOC.items()}
-    with (
-        dask.config.set(environ),
-        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
+    with local_cluster(workers) as cluster, Client(cluster) as client:
         _set_torch_threads(client)
         yield client
+
+
+def local_cluster(workers: int | None = None) -> LocalCluster:
+    """A LocalCluster of ``workers`` (default: one per core) single-threaded worker processes with WORKER_MALLOC."""
+    environ = {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in WORKER_MALLOC.items()}
+    with dask.config.set(environ):
+        return LocalCluster(
+            n_workers=workers or _cores(), threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
 
 
 class TorchThreads(WorkerPlugin):
@@ -420,6 +457,7 @@ def _spec(
         return CubeSpec(
             bbox=job.bbox, start=job.start, end=job.end, **chunks, checkpoint=Path(job.checkpoint).stem,
             checkpoint_sha256=job.sha256, feature_set=bundle["feature_set"], ensemble_size=job.members,
+            precision=job.precision,
             support_years=job.support_years, nee_rule=bundle["inference"]["nee"],
             inference_mode=bundle["inference"]["mode"], synthetic=synthetic,
         )  # fmt: skip

@@ -72,6 +72,7 @@ class CubeSpec(BaseModel):
     checkpoint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     feature_set: str
     ensemble_size: PositiveInt
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"  # tamrl.predict.PRECISIONS
     support_years: tuple[int, ...]
     nee_rule: Literal["head", "balance"]  # tamrl.predict.NEE_RULES
     inference_mode: Literal["stateful", "windowed"]  # tamrl.predict.MODES
@@ -265,6 +266,7 @@ def _global_attrs(spec: CubeSpec) -> dict[str, Any]:
         "time_coverage_start": spec.start.isoformat(),
         "time_coverage_end": spec.end.isoformat(),
         "ensemble_size": spec.ensemble_size,
+        "precision": spec.precision,
         "support_years": list(spec.support_years),
         "feature_set": spec.feature_set,
         "nee_rule": spec.nee_rule,

@@ -274,3 +274,24 @@ def test_a_cube_at_a_url_holds_its_quicklook(checkpoint, drivers):
     with fsspec.open(summary.quicklook, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert xr.open_zarr(url).attrs["tamrl_complete"] == 1
+
+
+def test_progress_is_reported_and_stop_ends_the_job_between_tiles(cube, checkpoint, drivers, tmp_path):
+    out, seen = tmp_path / "stopped.zarr", []
+    report = lambda done, total: seen.append((done, total))  # noqa: E731
+    with pytest.raises(engine.Cancelled, match="run it again to resume"):
+        run(checkpoint, drivers, out, on_progress=report, stop=lambda: len(seen) > 1)  # stop after the first tile
+    assert seen == [(0, 2), (1, 2)], seen
+    assert xr.open_zarr(out, consolidated=False).attrs["tamrl_complete"] == 0  # not marked complete
+    seen.clear()
+    summary = run(checkpoint, drivers, out, on_progress=report)
+    assert seen == [(1, 2), (2, 2)] and summary.tiles_computed == 1
+    np.testing.assert_array_equal(xr.open_zarr(out).GPP.values, cube[0].GPP.values)
+
+
+def test_a_precision_other_than_the_cube_s_is_refused(checkpoint, drivers, tmp_path):
+    out = tmp_path / "cube.zarr"
+    run(checkpoint, drivers, out, end="2020-03-05")
+    assert xr.open_zarr(out).attrs["precision"] == "float32"
+    with pytest.raises(ConfigError, match=r"precision: 'float32' -> 'bfloat16'"):
+        run(checkpoint, drivers, out, end="2020-03-05", precision="bfloat16")
