@@ -1,4 +1,4 @@
-"""The ``tamrl`` command: the science core's commands plus ``upscale`` and ``demo`` (the console entry point).
+"""The engine's commands, ``upscale`` and ``demo``, added to the ``tamrl`` command by `service.cli`.
 
 Heavy modules (torch, xarray, dask) are imported only when a command runs, so ``tamrl --help`` stays quick.
 """
@@ -136,10 +136,3 @@ def _numbers(text: str, option: str, kind: type, count: int | None = None) -> tu
     if count is not None and len(values) != count:
         raise ConfigError(f"{option} {text!r} must be {count} comma-separated numbers")
     return values
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``tamrl``: train, predict, evaluate (tamrl.cli) and upscale, demo (here)."""
-    parser, sub = core_cli.build_parser()
-    add_commands(sub)
-    return core_cli.main(argv, parser)

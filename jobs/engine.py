@@ -321,16 +321,17 @@ def _tile_results(
 ) -> Iterator[int]:
     """Run the tiles in this process or on a Dask cluster, yielding each one's pixel count as it finishes.
 
-    Raises Cancelled as soon as ``stop()`` says so (asked before the first tile and after every finished one).
+    Raises Cancelled as soon as ``stop()`` says so (asked before the first tile and after every finished one, the
+    last included, so a stopped job is never finalized).
     """
     if not tiles:
         return
+    _check_stop(stop)
     if scheduler is None and workers == 0:
         for tile in tiles:
-            _check_stop(stop)
             yield run_tile(cube, tile, job)
+            _check_stop(stop)
         return
-    _check_stop(stop)
     with _client(workers, scheduler) as client:
         futures = [client.submit(run_tile, cube, tile, job, pure=False) for tile in tiles]
         try:

@@ -55,8 +55,13 @@ def resolve(name_or_path: str | Path) -> Path:
     builtin = BUILTIN / f"{DEFAULT if str(name_or_path) == 'default' else name_or_path}.pt"
     if builtin.is_file():
         return builtin
-    shipped = ", ".join(["default", *sorted(p.stem for p in BUILTIN.glob("*.pt"))])
+    shipped = ", ".join(shipped_names())
     raise CheckpointError(f"checkpoint {name_or_path} not found: give a file path or a shipped name ({shipped})")
+
+
+def shipped_names() -> list[str]:
+    """Names of the checkpoints inside the package, ``default`` first."""
+    return ["default", *sorted(p.stem for p in BUILTIN.glob("*.pt"))]
 
 
 def load_bundle(name_or_path: str | Path) -> dict[str, Any]:

@@ -15,3 +15,19 @@ class ConfigError(TamrlError):
 
 class CheckpointError(TamrlError):
     """A checkpoint bundle cannot be read or is incomplete."""
+
+
+class NotFoundError(TamrlError):
+    """What was asked for does not exist: a job, a cube, or data at a point or period."""
+
+
+class ConflictError(TamrlError):
+    """The request clashes with the state of a resource, e.g. another job writing the same output."""
+
+
+class TooLargeError(TamrlError):
+    """A request asks for more data than the configured limit."""
+
+
+class AuthError(TamrlError):
+    """A request lacks the credentials an operation needs."""

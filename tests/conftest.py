@@ -1,17 +1,53 @@
-"""Shared test fixtures: the small real subset under tests/data (five FLUXNET2015 sites with MODIS)."""
+"""Shared test fixtures: the small real subset under tests/data (five FLUXNET2015 sites with MODIS), and for the
+engine and the service a tiny checkpoint and synthetic drivers around Lake Garda."""
 
 from pathlib import Path
 
 import pytest
+import torch
 
+from jobs.synthetic import synthetic_drivers
+from tamrl.checkpoint import load_bundle, resolve, save_bundle
+from tamrl.config import TrainConfig
 from tamrl.data import Site, load_fluxnet
+from tamrl.predict import build_network
 
 DATA = Path(__file__).parent / "data"
 FLUXNET = DATA / "fluxnet2015"
 MODIS = DATA / "modis"
+GARDA = (10.4, 45.4, 11.2, 45.8)  # 16 x 8 cells around Lake Garda (water, forests, crops, towns)
+GARDA_RECORD = ("2019-01-01", "2020-04-30")  # synthetic drivers; 2019 is the only whole year: the default support year
 
 
 @pytest.fixture(scope="session")
 def sites() -> list[Site]:
     """The five real test sites with tower meteorology and MOD09GA reflectance."""
     return load_fluxnet(FLUXNET, modis=MODIS)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """The shipped checkpoint's feature set, scalers and inference settings with small random networks (hidden 16,
+    3 members, every weight perturbed so the support set matters): an upscaling job takes about a second."""
+    bundle = load_bundle(resolve("modis_met"))
+    cfg = TrainConfig(**{**bundle["config"], "hidden": 16, "embedding": 8, "seeds": 3})
+    n_dyn, n_stat = len(bundle["features"]["dynamic"]), len(bundle["features"]["static"])
+    torch.manual_seed(0)
+    members = []
+    for _ in range(cfg.seeds):
+        net = build_network(cfg, n_dyn, n_stat)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.3 * torch.randn_like(p))  # the FiLM generator starts at zero: make z matter
+        members.append(net.state_dict())
+    tiny = {k: v for k, v in bundle.items() if k not in ("path", "sha256")}
+    tiny.update(config=cfg.model_dump(mode="json"), members=members)
+    return save_bundle(tiny, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def drivers(tmp_path_factory) -> str:
+    """Synthetic drivers (jobs.synthetic) over GARDA for GARDA_RECORD, as a Zarr store."""
+    path = tmp_path_factory.mktemp("drivers") / "synthetic.zarr"
+    synthetic_drivers(GARDA, *GARDA_RECORD, seed=1).to_zarr(path, zarr_format=3, consolidated=True)
+    return str(path)

@@ -1,7 +1,6 @@
 """The gridded engine end to end on a tiny region: drivers, tiles, resume, errors, and agreement with predict.
 
-The checkpoint is the shipped one's feature set, scalers and inference settings with small random networks
-(hidden 16, 3 members, every weight perturbed so the support set matters), so each run takes about a second.
+The checkpoint and drivers are conftest's tiny ones, so each run takes about a second.
 """
 
 import json
@@ -11,54 +10,24 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import xarray as xr
+from conftest import GARDA as BBOX  # two tiles
 
 from jobs import engine, grid, static
-from jobs.cli import main
 from jobs.drivers import GridDrivers
 from jobs.engine import run_dates, support_dates, upscale
-from jobs.synthetic import synthetic_drivers
 from jobs.tiles import Tile
 from jobs.writer import VARIABLES, Cube, CubeSpec
-from tamrl.checkpoint import load_bundle, resolve, save_bundle
-from tamrl.config import TrainConfig
+from service.cli import main
 from tamrl.errors import ConfigError, DataError
 from tamrl.features import BANDS
-from tamrl.predict import Predictor, build_network
+from tamrl.predict import Predictor
 
-BBOX = (10.4, 45.4, 11.2, 45.8)  # 16 x 8 cells around Lake Garda (water, forests, crops, towns): two tiles
 CHUNK = (None, 4, 4)  # tiles of 2 x 2 chunks = 8 x 8 cells
 START, END = "2020-03-01", "2020-04-29"  # 60 days; with the 90-day spin-up the decoder starts 2019-12-02
-RECORD = ("2019-01-01", "2020-04-30")  # synthetic drivers; 2019 is the only whole year: the default support year
 # writing the drivers' consolidated metadata (so they open without a fallback warning) makes zarr warn instead
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part:UserWarning")
 ERA5_UK = Path(__file__).parent / "data" / "era5" / "era5_t2m_uk_2019-03_hourly_0p25deg_52.75-51N_1W-0.75E.nc"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    bundle = load_bundle(resolve("modis_met"))
-    cfg = TrainConfig(**{**bundle["config"], "hidden": 16, "embedding": 8, "seeds": 3})
-    n_dyn, n_stat = len(bundle["features"]["dynamic"]), len(bundle["features"]["static"])
-    torch.manual_seed(0)
-    members = []
-    for _ in range(cfg.seeds):
-        net = build_network(cfg, n_dyn, n_stat)
-        with torch.no_grad():
-            for p in net.parameters():
-                p.add_(0.3 * torch.randn_like(p))  # the FiLM generator starts at zero: make z matter
-        members.append(net.state_dict())
-    tiny = {k: v for k, v in bundle.items() if k not in ("path", "sha256")}
-    tiny.update(config=cfg.model_dump(mode="json"), members=members)
-    return save_bundle(tiny, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def drivers(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("drivers") / "synthetic.zarr"
-    synthetic_drivers(BBOX, *RECORD, seed=1).to_zarr(path, zarr_format=3, consolidated=True)
-    return str(path)
 
 
 def run(checkpoint, drivers, out, start=START, end=END, **kw):

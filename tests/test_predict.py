@@ -62,7 +62,7 @@ def test_unsupported_precisions_are_refused(precision, model, message):
 
 
 def test_predict_cli_takes_a_precision(shipped, sites, tmp_path):
-    from jobs.cli import main
+    from service.cli import main
 
     frame = sites[0].frame[list(shipped.fs.required)].iloc[:200]
     frame.index.name = "date"

@@ -1,0 +1,203 @@
+"""Job records in SQLite: what was asked, where it writes, its state and progress; persisted before work starts.
+
+A job's identity is its request: submitting the same request again returns the same job (unless that one failed
+or was dismissed, when a new attempt starts). Only one live job (accepted or running) may write to an output;
+another request onto that output raises ConflictError. Every change is one short transaction, so several threads
+(the service's request handlers and its job threads) and a restarted service all see the same records.
+"""
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from tamrl.errors import ConflictError, NotFoundError
+
+
+class JobState(StrEnum):
+    """The states of a job, as OGC API - Processes names them."""
+
+    accepted = "accepted"
+    running = "running"
+    successful = "successful"
+    failed = "failed"
+    dismissed = "dismissed"
+
+
+LIVE = (JobState.accepted, JobState.running)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    request_key TEXT NOT NULL,
+    request TEXT NOT NULL,
+    output TEXT NOT NULL,
+    state TEXT NOT NULL,
+    tiles_done INTEGER NOT NULL DEFAULT 0,
+    tiles_total INTEGER,
+    error TEXT,
+    created TEXT NOT NULL,
+    started TEXT,
+    updated TEXT NOT NULL,
+    finished TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_output ON jobs (output, state);
+"""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as stored."""
+
+    id: str
+    request: dict[str, Any]
+    output: str
+    state: JobState
+    tiles_done: int
+    tiles_total: int | None
+    error: str | None
+    created: str
+    started: str | None
+    updated: str
+    finished: str | None
+
+
+def request_key(request: dict[str, Any]) -> str:
+    """The identity of a request: sha256 of its canonical JSON."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class JobStore:
+    """The job table in the SQLite file at ``path`` (created with its folder if absent)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    def submit(self, request: dict[str, Any], output: str) -> tuple[JobRecord, bool]:
+        """The job for ``request`` writing ``output``, and whether it was created now (else it existed).
+
+        Raises ConflictError when another live job with a different request writes to ``output``.
+        """
+        key, now = request_key(request), _now()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            same = db.execute(
+                "SELECT * FROM jobs WHERE request_key = ? AND state NOT IN (?, ?) ORDER BY created DESC LIMIT 1",
+                (key, JobState.failed, JobState.dismissed),
+            ).fetchone()
+            if same is not None:
+                return _record(same), False
+            other = db.execute(
+                "SELECT id FROM jobs WHERE output = ? AND state IN (?, ?)", (output, *LIVE)
+            ).fetchone()
+            if other is not None:
+                raise ConflictError(
+                    f"job {other['id']} is writing {output}; wait for it to finish, delete it, or choose another "
+                    "output name"
+                )
+            job_id = uuid4().hex
+            db.execute(
+                "INSERT INTO jobs (id, request_key, request, output, state, created, updated) VALUES (?,?,?,?,?,?,?)",
+                (job_id, key, json.dumps(request, default=str), output, JobState.accepted, now, now),
+            )
+        return self.get(job_id), True
+
+    def get(self, job_id: str) -> JobRecord:
+        """The record of ``job_id``; NotFoundError if there is none."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r}; GET /jobs lists the jobs")
+        return _record(row)
+
+    def recent(self, limit: int = 100) -> list[JobRecord]:
+        """The newest ``limit`` jobs, newest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        return [_record(row) for row in rows]
+
+    def live(self) -> list[JobRecord]:
+        """Jobs accepted or running, oldest first: the ones a restarted service resumes."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created", LIVE).fetchall()
+        return [_record(row) for row in rows]
+
+    def start(self, job_id: str) -> bool:
+        """Mark a live job running; False if it was dismissed meanwhile (then it must not run)."""
+        now = _now()
+        with self._connect() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state = ?, started = COALESCE(started, ?), updated = ? "
+                "WHERE id = ? AND state IN (?, ?)",
+                (JobState.running, now, now, job_id, *LIVE),
+            )
+        return cur.rowcount == 1
+
+    def progress(self, job_id: str, done: int, total: int) -> None:
+        """Record tiles done of total."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE jobs SET tiles_done = ?, tiles_total = ?, updated = ? WHERE id = ?",
+                (done, total, _now(), job_id),
+            )
+
+    def finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
+        """Record a job's end: successful, failed (with ``error``) or dismissed. A dismissed job stays dismissed."""
+        now = _now()
+        with self._connect() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, error = ?, updated = ?, finished = ? WHERE id = ? AND state != ?",
+                (state, error, now, now, job_id, JobState.dismissed),
+            )
+
+    def dismiss(self, job_id: str) -> JobRecord:
+        """Dismiss a live job (its runner stops between tiles); dismissing a dismissed job changes nothing.
+
+        Raises ConflictError for a job that already succeeded or failed: there is nothing left to stop.
+        """
+        now = _now()
+        with self._connect() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, updated = ?, finished = ? WHERE id = ? AND state IN (?, ?)",
+                (JobState.dismissed, now, now, job_id, *LIVE),
+            )
+        record = self.get(job_id)
+        if record.state not in (JobState.dismissed, *LIVE):
+            raise ConflictError(f"job {job_id} has already ended ({record.state}); there is nothing to stop")
+        return record
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            yield db
+            if db.in_transaction:
+                db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    values = dict(row)
+    values.pop("request_key")
+    return JobRecord(**{**values, "request": json.loads(values["request"]), "state": JobState(values["state"])})
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,106 @@
+"""Runs the upscaling jobs of a `JobStore`, one at a time, on one Dask cluster, and resumes live jobs on start.
+
+A job runs `jobs.engine.upscale` with its record's request; progress goes to the record after every tile, and a
+job whose record was dismissed stops between tiles (the engine's ``stop`` hook), keeping its finished tiles. Jobs
+queue in submission order on a single thread, so two jobs never compete for the cluster. A service that was
+killed leaves its running job in the ``running`` state; `JobRunner.resume` queues it again, and the engine's
+ledger skips the tiles it had finished.
+"""
+
+import logging
+import re
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from distributed import LocalCluster
+
+from jobs.engine import Cancelled, local_cluster, upscale
+from jobs.records import JobRecord, JobState, JobStore
+from tamrl.errors import ConfigError, TamrlError
+
+log = logging.getLogger(__name__)
+OUTPUT_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Where jobs read and write, and on what they run."""
+
+    drivers: tuple[str, ...]  # driver URLs every job reads
+    scheduler: str | None = None  # an existing Dask cluster
+    workers: int | None = None  # else a LocalCluster of this many processes (default: one per core); 0: in-process
+
+
+class JobRunner:
+    """A single-threaded queue of jobs from ``store``; ``start()`` brings up the cluster and resumes live jobs."""
+
+    def __init__(self, store: JobStore, config: RunnerConfig):
+        self.store = store
+        self.config = config
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tamrl-job")
+        self._cluster: LocalCluster | None = None
+        self._closing = threading.Event()
+
+    def start(self) -> list[JobRecord]:
+        """Start the LocalCluster (unless a scheduler is given or workers is 0) and queue every live job again."""
+        if self.config.scheduler is None and self.config.workers != 0:
+            self._cluster = local_cluster(self.config.workers)
+        live = self.store.live()
+        for record in live:
+            self.submit(record)
+        return live
+
+    def submit(self, record: JobRecord) -> Future:
+        """Queue ``record``'s job; its request holds ``checkpoint_path``, ``out`` and the `upscale` arguments."""
+        return self._pool.submit(self._run, record.id)
+
+    def close(self) -> None:
+        """Stop taking jobs, stop the running one at its next tile boundary, and shut the cluster down.
+
+        The stopped job stays ``running`` in the store, so the next start resumes it from its finished tiles.
+        """
+        self._closing.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._cluster is not None:
+            self._cluster.close()
+
+    @property
+    def scheduler(self) -> str | None:
+        return self.config.scheduler or (self._cluster.scheduler_address if self._cluster else None)
+
+    def _run(self, job_id: str) -> None:
+        if not self.store.start(job_id):
+            return  # dismissed while it waited
+        request = self.store.get(job_id).request
+        try:
+            upscale(
+                request["checkpoint_path"], list(self.config.drivers), tuple(request["bbox"]), request["start"],
+                request["end"], request["out"], workers=0 if self.scheduler is None else None,
+                scheduler=self.scheduler, support_years=request.get("support_years"), members=request.get("members"),
+                precision=request.get("precision", "float32"), progress=False,
+                on_progress=lambda done, total: self.store.progress(job_id, done, total),
+                stop=lambda: self._closing.is_set() or self.store.get(job_id).state == JobState.dismissed,
+            )  # fmt: skip
+        except Cancelled:
+            log.info("job %s stopped between tiles (%s)", job_id, "shutdown" if self._closing.is_set() else "dismissed")
+        except TamrlError as exc:
+            self.store.finish(job_id, JobState.failed, str(exc))
+        except Exception as exc:  # any failure must reach the record, not vanish with the thread
+            log.exception("job %s failed", job_id)
+            self.store.finish(job_id, JobState.failed, f"{type(exc).__name__}: {exc}")
+        else:
+            self.store.finish(job_id, JobState.successful)
+
+
+def resolve_output(root: Path, name: str) -> Path:
+    """The cube ``<root>/<name>.zarr``; ConfigError for a name that is not a plain name or would leave ``root``."""
+    stem = name.removesuffix(".zarr")
+    path = (root / f"{stem}.zarr").resolve()
+    if not OUTPUT_NAME.fullmatch(stem) or path.parent != root.resolve():
+        raise ConfigError(
+            f"output {name!r} must be a plain name of letters, digits, '_', '-' and '.' (at most 64, no '..', no "
+            "path or URL); the cube is written as <name>.zarr in the service's cubes folder"
+        )
+    return path

@@ -1,0 +1,327 @@
+"""The HTTP API: point, bbox and map queries on the served cubes, and upscaling jobs.
+
+`create_app` wires the settings, the cube catalog, the job store and the job runner into one FastAPI app. Handlers
+that read cubes are plain ``def`` (FastAPI runs them in its thread pool, so blocking xarray and zarr reads never
+stall the event loop). Domain errors map to status codes in one table, ERROR_STATUS; every 4xx body is a Problem.
+"""
+
+import io
+import json
+import math
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from jobs import grid
+from jobs.quicklook import render_map
+from jobs.records import JobRecord, JobState, JobStore
+from jobs.runner import JobRunner, RunnerConfig, resolve_output
+from service.catalog import Catalog, OpenCube
+from service.queries import Period, bbox_subset, parse_variables, point, regional
+from service.schemas import (
+    EXAMPLE_BBOX,
+    CubeInfo,
+    JobInfo,
+    PointResponse,
+    Problem,
+    Progress,
+    RegionalResponse,
+    SubsetResponse,
+    UpscaleRequest,
+)
+from service.settings import Settings
+from tamrl import __version__
+from tamrl.checkpoint import resolve, shipped_names
+from tamrl.errors import (
+    AuthError,
+    CheckpointError,
+    ConfigError,
+    ConflictError,
+    DataError,
+    NotFoundError,
+    TamrlError,
+    TooLargeError,
+)
+from tamrl.features import TARGET_UNITS
+
+ERROR_STATUS: dict[type[TamrlError], int] = {
+    DataError: 422,
+    ConfigError: 422,
+    CheckpointError: 422,
+    NotFoundError: 404,
+    ConflictError: 409,
+    TooLargeError: 413,
+    AuthError: 401,
+}
+MAX_BODY_BYTES = 16_384
+PRIVATE = ("out", "checkpoint_path")  # job request fields that name server paths: never shown
+PROBLEMS = {status: {"model": Problem} for status in (401, 404, 409, 413, 422)}
+
+Lat = Annotated[float, Query(ge=-90, le=90, description="latitude in degrees north", examples=[47.3])]
+Lon = Annotated[float, Query(ge=-180, le=180, description="longitude in degrees east, -180..180", examples=[8.5])]
+Start = Annotated[date | None, Query(description="first day (default: the cube's first)", examples=["2019-06-01"])]
+End = Annotated[date | None, Query(description="last day, inclusive (default: the cube's last)")]
+Variables = Annotated[
+    str | None,
+    Query(description="comma-separated subset of GPP, RECO, NEE (default: all)", examples=["GPP,NEE"], max_length=50),
+]
+CubeName = Annotated[str | None, Query(description="a cube's name (default: the first that holds the request)")]
+BboxText = Annotated[
+    str, Query(description="W,S,E,N in degrees", examples=[",".join(map(str, EXAMPLE_BBOX))], max_length=200)
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API over ``settings.cubes``; jobs run on the configured Dask cluster and resume on start."""
+    settings = settings or Settings()
+    settings.cubes.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(settings.cubes, settings.cache_mb << 20)
+    store = JobStore(settings.job_database)
+    runner = JobRunner(store, RunnerConfig(tuple(settings.drivers), settings.scheduler, settings.workers))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runner.start()
+        yield
+        runner.close()
+
+    app = FastAPI(
+        title="tamrl",
+        version=__version__,
+        description="Daily GPP, RECO and NEE from TAM-RL upscaling on the 0.05 deg grid: point and bbox queries, "
+        "maps, and upscaling jobs. Fluxes in g C m-2 d-1; NEE positive means a source to the atmosphere. Models "
+        "trained on FLUXNET2015 data (CC-BY-4.0).",
+        lifespan=lifespan,
+    )  # fmt: skip
+    app.state.settings, app.state.catalog, app.state.store, app.state.runner = settings, catalog, store, runner
+    _errors(app)
+    _limit_bodies(app)
+    _routes(app, settings, catalog, store, runner)
+    return app
+
+
+def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore, runner: JobRunner) -> None:
+    authorised = _auth(settings)
+
+    @app.get("/cubes", response_model=list[CubeInfo], tags=["cubes"])
+    def list_cubes() -> list[dict]:
+        """The complete cubes being served."""
+        return [cube.describe() for cube in catalog.cubes()]
+
+    @app.get("/cubes/{name}", response_model=CubeInfo, responses=PROBLEMS, tags=["cubes"])
+    def get_cube(name: str) -> dict:
+        """One cube's extent, period, variables and provenance."""
+        return catalog.get(name).describe()
+
+    @app.get("/flux", tags=["flux"], responses={200: {"model": PointResponse, "content": {"text/csv": {}}}, **PROBLEMS})
+    def flux(lat: Lat, lon: Lon, start: Start = None, end: End = None, variables: Variables = None,
+             format: Literal["json", "csv"] = "json", cube: CubeName = None) -> Response:  # fmt: skip
+        """The daily series of the cell that holds (lat, lon), with the ensemble spread and provenance."""
+        names = parse_variables(variables)
+        series = point(catalog, lat, lon, Period(start, end), names, cube)
+        if format == "csv":
+            return Response(series.frame().to_csv(float_format="%.4f"), media_type="text/csv")
+        i, j = series.cell
+        body = {
+            "cube": series.cube.name, "lat": lat, "lon": lon, "cell_lat": float(series.cube.lat[i]),
+            "cell_lon": float(series.cube.lon[j]), "igbp": int(series.cube.igbp[i, j]), "units": TARGET_UNITS,
+            "time": [f"{t:%Y-%m-%d}" for t in series.times],
+            "variables": {n: {"values": _floats(series.values[n]), "std": _floats(series.values[f"{n}_std"])}
+                          for n in names},
+            "provenance": _provenance(series.cube),
+        }  # fmt: skip
+        return _json(body)
+
+    @app.get(
+        "/flux/bbox", tags=["flux"], responses={
+            200: {"model": SubsetResponse | RegionalResponse, "content": {"application/x-netcdf": {}}}, **PROBLEMS
+        },
+    )  # fmt: skip
+    def flux_bbox(bbox: BboxText, start: Start = None, end: End = None, variables: Variables = None,
+                  format: Literal["json", "netcdf"] = "json", aggregate: Literal["total", "mean"] | None = None,
+                  cube: CubeName = None) -> Response:  # fmt: skip
+        """The cells of a bbox over a period (JSON or NetCDF), or with ``aggregate`` the area-weighted regional
+        total (Tg C over the period) or mean (g C m-2 d-1) per variable."""
+        box, names = _bbox(bbox), parse_variables(variables)
+        limit = settings.max_aggregate_cells if aggregate else settings.max_cells
+        subset = bbox_subset(catalog, box, Period(start, end), names, limit, cube)
+        source = catalog.get(subset.attrs["tamrl_cube"])
+        times = subset.indexes["time"]
+        if aggregate:
+            body = {"cube": source.name, "bbox": list(box), "start": f"{times[0]:%Y-%m-%d}",
+                    "end": f"{times[-1]:%Y-%m-%d}", "aggregate": aggregate, **regional(subset, names, aggregate),
+                    "provenance": _provenance(source)}  # fmt: skip
+            return _json(body)
+        if format == "netcdf":
+            return Response(
+                _netcdf(subset),
+                media_type="application/x-netcdf",
+                headers={"Content-Disposition": f'attachment; filename="{source.name}_subset.nc"'},
+            )
+        loaded = subset.load()
+        body = {
+            "cube": source.name, "lat": loaded.lat.values.tolist(), "lon": loaded.lon.values.tolist(),
+            "time": [f"{t:%Y-%m-%d}" for t in times], "units": TARGET_UNITS,
+            "variables": {n: _nested(loaded[n].values) for v in names for n in (v, f"{v}_std")},
+            "provenance": _provenance(source),
+        }  # fmt: skip
+        return _json(body)
+
+    @app.get(
+        "/flux/map.png", tags=["flux"], response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "the map"}, **PROBLEMS},
+    )  # fmt: skip
+    def flux_map(bbox: BboxText, start: Start = None, end: End = None,
+                 variable: Literal["GPP", "RECO", "NEE"] = "GPP", cube: CubeName = None) -> Response:  # fmt: skip
+        """A PNG map of the mean daily ``variable`` over a bbox and period."""
+        box = _bbox(bbox)
+        rows, cols = grid.bbox_slices(box)
+        if (rows.stop - rows.start) * (cols.stop - cols.start) > settings.max_map_cells:
+            raise TooLargeError(f"the map would have over {settings.max_map_cells:,} pixels; ask for a smaller bbox")
+        subset = bbox_subset(catalog, box, Period(start, end), [variable], settings.max_aggregate_cells, cube)
+        return Response(render_map(subset, variable), media_type="image/png")
+
+    @app.post(
+        "/upscale", status_code=202, response_model=JobInfo, tags=["jobs"], dependencies=[Depends(authorised)],
+        responses=PROBLEMS,
+    )  # fmt: skip
+    def submit(body: UpscaleRequest, response: Response) -> dict:
+        """Queue an upscaling job (or return the same request's job); its cube appears under /cubes when done."""
+        rows, cols = grid.bbox_slices(body.bbox)
+        cells = (rows.stop - rows.start) * (cols.stop - cols.start)
+        if cells > settings.max_job_pixels:
+            raise TooLargeError(f"the bbox holds {cells:,} cells, over the limit of {settings.max_job_pixels:,}")
+        checkpoint = _checkpoint(settings, body.checkpoint)
+        out = resolve_output(settings.cubes, body.output)
+        request = body.model_dump(mode="json") | {"checkpoint_path": checkpoint, "out": str(out)}
+        record, created = store.submit(request, out.stem)
+        if created:
+            runner.submit(record)
+        response.headers["Location"] = f"/jobs/{record.id}"
+        return _job(record)
+
+    @app.get("/jobs", response_model=list[JobInfo], tags=["jobs"])
+    def list_jobs(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+        """The newest jobs first."""
+        return [_job(record) for record in store.recent(limit)]
+
+    @app.get("/jobs/{job_id}", response_model=JobInfo, responses=PROBLEMS, tags=["jobs"])
+    def get_job(job_id: str) -> dict:
+        """A job's state, progress (tiles done of total), timestamps, error and output."""
+        return _job(store.get(job_id))
+
+    @app.delete(
+        "/jobs/{job_id}", response_model=JobInfo, responses=PROBLEMS, tags=["jobs"], dependencies=[Depends(authorised)]
+    )
+    def delete_job(job_id: str) -> dict:
+        """Dismiss a job: a queued one never starts, a running one stops between tiles (finished tiles are kept)."""
+        return _job(store.dismiss(job_id))
+
+
+def _job(record: JobRecord) -> dict:
+    links = {"self": f"/jobs/{record.id}"}
+    if record.state == JobState.successful:
+        links["cube"] = f"/cubes/{record.output}"
+    return {
+        "id": record.id, "state": record.state.value,
+        "progress": Progress(tiles_done=record.tiles_done, tiles_total=record.tiles_total),
+        "created": record.created, "started": record.started, "updated": record.updated, "finished": record.finished,
+        "error": record.error, "request": {k: v for k, v in record.request.items() if k not in PRIVATE},
+        "output": record.output, "links": links,
+    }  # fmt: skip
+
+
+def _checkpoint(settings: Settings, name: str) -> str:
+    """The path of checkpoint ``name``: one configured for the service, or a shipped one (never a client's path)."""
+    if name in settings.checkpoints:
+        return settings.checkpoints[name]
+    if name in shipped_names():
+        return str(resolve(name))
+    raise CheckpointError(f"no checkpoint {name!r}; choose from {', '.join([*shipped_names(), *settings.checkpoints])}")
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError as exc:
+        raise DataError(f"bbox {text!r} must be four comma-separated numbers W,S,E,N") from exc
+    if len(values) != 4 or not all(map(math.isfinite, values)):
+        raise DataError(f"bbox {text!r} must be four finite numbers W,S,E,N")
+    grid.bbox_slices(values)  # inverted, off the globe or empty: DataError
+    return values  # type: ignore[return-value]
+
+
+def _provenance(cube: OpenCube) -> dict:
+    info = cube.describe()
+    keys = ("source", "references", "checkpoint", "checkpoint_sha256", "ensemble_size", "synthetic")
+    return {key: info[key] for key in keys}
+
+
+def _floats(values: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else round(v, 5) for v in values.tolist()]
+
+
+def _nested(values: np.ndarray) -> list:
+    return np.where(np.isnan(values), None, np.round(values.astype(np.float64), 5)).tolist()
+
+
+def _json(body: dict) -> Response:
+    return Response(json.dumps(body, allow_nan=False), media_type="application/json")
+
+
+def _netcdf(subset) -> bytes:
+    ds = subset.load()
+    for var in ds.variables.values():
+        var.encoding = {}
+    buffer = io.BytesIO()
+    ds.to_netcdf(buffer, engine="h5netcdf")
+    return buffer.getvalue()
+
+
+def _auth(settings: Settings):
+    """A dependency that requires ``Authorization: Bearer <token>`` when the service has a token."""
+    bearer = HTTPBearer(auto_error=False)
+
+    def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if settings.token is None:
+            return
+        expected = settings.token.get_secret_value().encode()
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected):
+            raise AuthError("submitting and deleting jobs needs the header 'Authorization: Bearer <token>'")
+
+    return check
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(TamrlError)
+    def domain_error(request: Request, exc: TamrlError) -> JSONResponse:
+        status = next(ERROR_STATUS[k] for k in type(exc).__mro__ if k in ERROR_STATUS)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return _problem(status, type(exc).__name__, str(exc), headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = lambda e: ".".join(str(p) for p in e["loc"] if p not in ("query", "body"))  # noqa: E731
+        parts = [f"{where(e)}: {e['msg']}" for e in exc.errors()]
+        return _problem(422, "ValidationError", "; ".join(parts))
+
+
+def _problem(status: int, error: str, detail: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"status": status, "error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def _limit_bodies(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def limit(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return _problem(413, "TooLargeError", f"request bodies are limited to {MAX_BODY_BYTES:,} bytes")
+        return await call_next(request)

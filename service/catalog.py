@@ -1,0 +1,200 @@
+"""The cubes a service serves: found in its cubes folder, opened once, re-opened when a job rewrote them.
+
+Only complete cubes (``tamrl_complete = 1``, set by `jobs.writer.Cube.finalize`) are served, so a cube that a job
+is still writing never answers with holes. A cube is re-opened when its root ``zarr.json`` changes (a job
+finalizing or overwriting it), which is checked with one ``stat`` per request.
+
+Point queries read through a process-wide cache of decoded chunks (`ChunkCache`): a one-year series of six
+variables touches 24 chunks of about 0.9 MB, and decoding them dominates a query; a cached query is numpy indexing.
+"""
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from jobs import grid
+from jobs.writer import VARIABLES, CubeSpec
+from tamrl.errors import NotFoundError
+
+
+class ChunkCache:
+    """A thread-safe LRU of decoded chunks, bounded in bytes."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, load) -> np.ndarray:
+        """The chunk under ``key``, calling ``load()`` to decode it when it is not cached."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = load()
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = value
+                self._bytes += value.nbytes
+                while self._bytes > self.max_bytes and len(self._items) > 1:
+                    self._bytes -= self._items.popitem(last=False)[1].nbytes
+        return value
+
+
+@dataclass
+class OpenCube:
+    """One complete cube: its spec, coordinates and static layers in memory, its variables read on demand."""
+
+    name: str
+    path: Path
+    token: int  # mtime_ns of the root zarr.json when opened
+    cache: ChunkCache
+
+    @cached_property
+    def group(self) -> zarr.Group:
+        return zarr.open_group(str(self.path), mode="r", use_consolidated=False)
+
+    @cached_property
+    def dataset(self) -> xr.Dataset:
+        """The cube lazily opened with xarray (dask arrays), for bbox and map queries."""
+        return xr.open_zarr(self.path, consolidated=False)
+
+    @cached_property
+    def spec(self) -> CubeSpec:
+        return CubeSpec.model_validate_json(self.group.attrs["tamrl_spec"])
+
+    @cached_property
+    def attrs(self) -> dict:
+        return dict(self.group.attrs)
+
+    @cached_property
+    def lat(self) -> np.ndarray:
+        return self.group["lat"][:]
+
+    @cached_property
+    def lon(self) -> np.ndarray:
+        return self.group["lon"][:]
+
+    @cached_property
+    def times(self) -> pd.DatetimeIndex:
+        return self.spec.times
+
+    @cached_property
+    def land(self) -> np.ndarray:
+        return self.group["land_mask"][:] == 1
+
+    @cached_property
+    def igbp(self) -> np.ndarray:
+        return self.group["igbp"][:]
+
+    @cached_property
+    def origin(self) -> tuple[int, int]:
+        """Global row and column of the cube's first cell."""
+        return grid.cell_index(float(self.lat[0]), float(self.lon[0]))
+
+    @cached_property
+    def requested(self) -> tuple[slice, slice]:
+        """Global rows and columns of the bbox the cube was computed for (the rest is chunk padding)."""
+        return grid.bbox_slices(self.spec.bbox)
+
+    @property
+    def variables(self) -> list[str]:
+        return [name for name in VARIABLES if name in self.group]
+
+    def contains(self, row: int, col: int) -> bool:
+        """Whether the global cell (row, col) lies inside the cube's computed bbox."""
+        rows, cols = self.requested
+        return rows.start <= row < rows.stop and cols.start <= col < cols.stop
+
+    def local(self, row: int, col: int) -> tuple[int, int]:
+        return row - self.origin[0], col - self.origin[1]
+
+    def series(self, name: str, i: int, j: int, t0: int, t1: int) -> np.ndarray:
+        """Days ``t0:t1`` of variable ``name`` at local cell (i, j), through the chunk cache."""
+        array = self.group[name]
+        ct, cy, cx = array.chunks
+        parts = []
+        for k in range(t0 // ct, (t1 - 1) // ct + 1):
+            y, x = i // cy, j // cx
+            chunk = self.cache.get(
+                (str(self.path), self.token, name, k, y, x),
+                lambda k=k, y=y, x=x: array[k * ct : (k + 1) * ct, y * cy : (y + 1) * cy, x * cx : (x + 1) * cx],
+            )
+            lo, hi = max(t0 - k * ct, 0), min(t1 - k * ct, chunk.shape[0])
+            parts.append(chunk[lo:hi, i - y * cy, j - x * cx])
+        return np.concatenate(parts)
+
+    def describe(self) -> dict:
+        """What a client needs to know about the cube: extent, dates, variables, checkpoint, provenance."""
+        spec, attrs = self.spec, self.attrs
+        return {
+            "name": self.name,
+            "bbox": list(spec.bbox),
+            "start": spec.start.isoformat(),
+            "end": spec.end.isoformat(),
+            "variables": self.variables,
+            "checkpoint": spec.checkpoint,
+            "checkpoint_sha256": spec.checkpoint_sha256,
+            "feature_set": spec.feature_set,
+            "ensemble_size": spec.ensemble_size,
+            "synthetic": spec.synthetic,
+            "source": attrs.get("source", ""),
+            "references": attrs.get("references", ""),
+        }
+
+
+class Catalog:
+    """The complete cubes under ``root``, by name (the store's folder name without ``.zarr``)."""
+
+    def __init__(self, root: Path, cache_bytes: int = 1 << 30):
+        self.root = Path(root)
+        self.cache = ChunkCache(cache_bytes)
+        self._open: dict[str, tuple[int, OpenCube | None]] = {}  # name -> (token seen, cube if complete)
+        self._lock = threading.Lock()
+
+    def cubes(self) -> list[OpenCube]:
+        """The complete cubes now, sorted by name; opened or re-opened as their stores changed."""
+        found = []
+        for path in sorted(self.root.glob("*.zarr")) if self.root.is_dir() else []:
+            try:
+                token = (path / "zarr.json").stat().st_mtime_ns
+            except OSError:
+                continue
+            name = path.name.removesuffix(".zarr")
+            with self._lock:
+                seen, cube = self._open.get(name, (None, None))
+                if seen != token:
+                    cube = OpenCube(name, path, token, self.cache) if _complete(path) else None
+                    self._open[name] = (token, cube)
+            if cube is not None:
+                found.append(cube)
+        return found
+
+    def get(self, name: str) -> OpenCube:
+        """The cube called ``name``; NotFoundError naming the available ones."""
+        for cube in self.cubes():
+            if cube.name == name:
+                return cube
+        raise NotFoundError(f"no complete cube {name!r}; available: {_names(self.cubes())}")
+
+
+def _complete(path: Path) -> bool:
+    """Whether the store at ``path`` is a complete tamrl cube (its spec set and every tile finalized)."""
+    try:
+        attrs = json.loads((path / "zarr.json").read_bytes()).get("attributes", {})
+    except (OSError, ValueError):
+        return False
+    return attrs.get("tamrl_complete") == 1 and "tamrl_spec" in attrs
+
+
+def _names(cubes: list[OpenCube]) -> str:
+    return ", ".join(c.name for c in cubes) or "none"

@@ -1,0 +1,182 @@
+"""What the service answers, as plain functions on the catalog: point series, bbox subsets, regional totals, maps.
+
+Every function raises domain errors (`tamrl.errors`) with messages that say what exists, so the API maps them to
+4xx answers once. A point resolves to the 0.05 deg cell that contains it (`jobs.grid.cell_index`), never to the
+nearest computed cell: a point outside every cube's bbox, or on water or ice, is NotFoundError.
+"""
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from jobs import grid
+from service.catalog import Catalog, OpenCube
+from tamrl.errors import DataError, NotFoundError, TooLargeError
+from tamrl.features import TARGET_UNITS, TARGETS
+
+FLUXES = tuple(TARGETS)  # GPP, RECO, NEE
+AGGREGATES = ("total", "mean")
+G_PER_TG = 1e12
+
+
+@dataclass(frozen=True)
+class Period:
+    """Requested days, either end open (then the cube's own first or last day)."""
+
+    start: date | None = None
+    end: date | None = None
+
+    def __post_init__(self) -> None:
+        if self.start and self.end and self.end < self.start:
+            raise DataError(f"end {self.end} is before start {self.start}; give start <= end")
+
+    def on(self, cube: OpenCube) -> slice | None:
+        """The cube's time indices inside the period, or None when they do not overlap."""
+        times = cube.times
+        lo = 0 if self.start is None else times.searchsorted(pd.Timestamp(self.start))
+        hi = len(times) if self.end is None else times.searchsorted(pd.Timestamp(self.end), side="right")
+        return slice(int(lo), int(hi)) if lo < hi else None
+
+
+@dataclass(frozen=True)
+class PointSeries:
+    """A pixel's daily series from one cube."""
+
+    cube: OpenCube
+    cell: tuple[int, int]  # local row, column
+    days: slice
+    values: dict[str, np.ndarray]  # variable and variable_std -> (days,)
+
+    @property
+    def times(self) -> pd.DatetimeIndex:
+        return self.cube.times[self.days]
+
+    def frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.values, index=self.times)
+        frame.index.name = "date"
+        return frame
+
+
+def parse_variables(text: str | None) -> list[str]:
+    """Flux names from a comma-separated list (default: all three); DataError naming the valid ones."""
+    if not text:
+        return list(FLUXES)
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in FLUXES]
+    if unknown or not names:
+        raise DataError(f"unknown variable(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(FLUXES)}")
+    return list(dict.fromkeys(names))
+
+
+def point(catalog: Catalog, lat: float, lon: float, period: Period, variables: list[str],
+          cube_name: str | None = None) -> PointSeries:  # fmt: skip
+    """The daily series (mean and ensemble spread) of the cell holding (lat, lon), from the first cube (by name,
+    or the one named) whose computed bbox holds the cell and whose days overlap ``period``."""
+    row, col = grid.cell_index(lat, lon)
+    cubes = [catalog.get(cube_name)] if cube_name else catalog.cubes()
+    holding = [c for c in cubes if c.contains(row, col)]
+    if not holding:
+        raise NotFoundError(f"lat={lat}, lon={lon} lies outside every cube; cubes: {_extents(cubes)}")
+    for cube in holding:
+        days = period.on(cube)
+        if days is not None:
+            break
+    else:
+        raise NotFoundError(f"no cube holding lat={lat}, lon={lon} covers {_period(period)}; {_coverage(holding)}")
+    i, j = cube.local(row, col)
+    if not cube.land[i, j]:
+        raise NotFoundError(
+            f"lat={lat}, lon={lon} is in a cell that is not computed (water, permanent ice or no Koppen group; "
+            f"IGBP class {int(cube.igbp[i, j])}); fluxes exist for land cells only"
+        )
+    values = {}
+    for name in variables:
+        values[name] = cube.series(name, i, j, days.start, days.stop)
+        values[f"{name}_std"] = cube.series(f"{name}_std", i, j, days.start, days.stop)
+    return PointSeries(cube, (i, j), days, values)
+
+
+def bbox_subset(catalog: Catalog, bbox: tuple[float, float, float, float], period: Period, variables: list[str],
+                limit: int, cube_name: str | None = None) -> xr.Dataset:  # fmt: skip
+    """The cells of ``bbox`` and days of ``period`` from the cube whose computed bbox holds the whole box.
+
+    TooLargeError when cells x days x variables (means and spreads) exceed ``limit``.
+    """
+    rows, cols = grid.bbox_slices(bbox)
+    cubes = [catalog.get(cube_name)] if cube_name else catalog.cubes()
+    holding = [c for c in cubes if _holds(c, rows, cols)]
+    if not holding:
+        raise NotFoundError(f"no cube holds the whole bbox {bbox}; cubes: {_extents(cubes)}")
+    for cube in holding:
+        days = period.on(cube)
+        if days is not None:
+            break
+    else:
+        raise NotFoundError(f"no cube holding bbox {bbox} covers {_period(period)}; {_coverage(holding)}")
+    size = (rows.stop - rows.start) * (cols.stop - cols.start) * (days.stop - days.start) * 2 * len(variables)
+    if size > limit:
+        raise TooLargeError(
+            f"the request covers {size:,} values (cells x days x variables with spreads), over the limit of "
+            f"{limit:,}; ask for a smaller bbox, fewer days or fewer variables"
+        )
+    r0, c0 = cube.origin
+    names = [v for name in variables for v in (name, f"{name}_std")]
+    subset = cube.dataset[[*names, "land_mask", "lat_bnds", "lon_bnds"]].isel(
+        time=days, lat=slice(rows.start - r0, rows.stop - r0), lon=slice(cols.start - c0, cols.stop - c0)
+    )
+    subset.attrs = {**cube.dataset.attrs, "tamrl_cube": cube.name}
+    return subset
+
+
+def regional(subset: xr.Dataset, variables: list[str], how: str) -> dict[str, dict]:
+    """Area-weighted ``total`` (Tg C over the period) or ``mean`` (g C m-2 d-1 over land cells and days).
+
+    Cell areas are exact on the sphere (`jobs.grid.cell_area_m2`); cells without values (water, ice) count
+    neither in the total nor in the mean's area.
+    """
+    if how not in AGGREGATES:
+        raise DataError(f"unknown aggregate {how!r}; choose from {', '.join(AGGREGATES)}")
+    area = xr.DataArray(grid.cell_area_m2(subset.lat.values), dims="lat", coords={"lat": subset.lat})
+    land = subset.land_mask == 1
+    land_area = float((area * land).sum())
+    out = {}
+    for name in variables:
+        values = subset[name].where(land).load()
+        daily_g = (values * area).sum(("lat", "lon"))  # g C per day over the bbox
+        total = float(daily_g.sum()) / G_PER_TG
+        if how == "total":
+            out[name] = {"value": total, "units": "Tg C", "description": f"{name} summed over the period"}
+        else:
+            mean = total * G_PER_TG / land_area / values.sizes["time"] if land_area else float("nan")
+            out[name] = {"value": mean, "units": f"{TARGET_UNITS}", "description": f"area-weighted mean daily {name}"}
+    return {
+        "land_area_km2": land_area / 1e6,
+        "land_cells": int(land.sum()),
+        "days": int(subset.sizes["time"]),
+        "variables": out,
+    }
+
+
+def _holds(cube: OpenCube, rows: slice, cols: slice) -> bool:
+    have_rows, have_cols = cube.requested
+    return (
+        have_rows.start <= rows.start and rows.stop <= have_rows.stop
+        and have_cols.start <= cols.start and cols.stop <= have_cols.stop
+    )  # fmt: skip
+
+
+def _extents(cubes: list[OpenCube]) -> str:
+    if not cubes:
+        return "none are available yet"
+    return "; ".join(f"{c.name} bbox (W,S,E,N) {tuple(c.spec.bbox)}" for c in cubes)
+
+
+def _coverage(cubes: list[OpenCube]) -> str:
+    return "; ".join(f"{c.name} covers {c.spec.start}..{c.spec.end}" for c in cubes)
+
+
+def _period(period: Period) -> str:
+    return f"{period.start or 'the start'}..{period.end or 'the end'}"

@@ -1,0 +1,163 @@
+"""The service's request and response bodies, typed for validation and for a complete OpenAPI schema."""
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from jobs import grid
+from tamrl.errors import DataError
+
+Flux = Literal["GPP", "RECO", "NEE"]
+EXAMPLE_BBOX = (7.5, 45.0, 10.0, 47.5)
+
+
+class Problem(BaseModel):
+    """Every 4xx answer: what was wrong and what to do about it."""
+
+    status: int = Field(examples=[404])
+    error: str = Field(examples=["NotFoundError"])
+    detail: str = Field(examples=["lat=0.0, lon=0.0 lies outside every cube; cubes: demo bbox (W,S,E,N) (5, ...)"])
+
+
+class Series(BaseModel):
+    """A daily series and its ensemble spread (one standard deviation over members); null where not computed."""
+
+    values: list[float | None]
+    std: list[float | None]
+
+
+class Provenance(BaseModel):
+    """Where the numbers come from."""
+
+    source: str
+    references: str
+    checkpoint: str
+    checkpoint_sha256: str
+    ensemble_size: int
+    synthetic: bool = Field(description="true when the cube was made from synthetic drivers: not real fluxes")
+
+
+class PointResponse(BaseModel):
+    """The daily fluxes of the 0.05 deg cell that holds the requested point."""
+
+    cube: str = Field(examples=["demo"])
+    lat: float = Field(description="requested latitude", examples=[47.3])
+    lon: float = Field(description="requested longitude", examples=[8.5])
+    cell_lat: float = Field(description="centre of the cell that holds the point", examples=[47.325])
+    cell_lon: float = Field(examples=[8.525])
+    igbp: int = Field(description="MCD12C1 IGBP class of the cell (1-16)")
+    units: str = Field(examples=["g m-2 d-1"])
+    time: list[date]
+    variables: dict[str, Series]
+    provenance: Provenance
+
+
+class CubeInfo(BaseModel):
+    """A served cube: extent, period, variables and provenance."""
+
+    name: str
+    bbox: tuple[float, float, float, float] = Field(description="(W, S, E, N) computed, in degrees")
+    start: date
+    end: date
+    variables: list[str]
+    checkpoint: str
+    checkpoint_sha256: str
+    feature_set: str
+    ensemble_size: int
+    synthetic: bool
+    source: str
+    references: str
+
+
+class RegionalValue(BaseModel):
+    value: float | None
+    units: str
+    description: str
+
+
+class RegionalResponse(BaseModel):
+    """Area-weighted total (Tg C over the period) or mean (g C m-2 d-1) per variable over a bbox."""
+
+    cube: str
+    bbox: tuple[float, float, float, float]
+    start: date
+    end: date
+    aggregate: Literal["total", "mean"]
+    land_area_km2: float
+    land_cells: int
+    days: int
+    variables: dict[str, RegionalValue]
+    provenance: Provenance
+
+
+class SubsetResponse(BaseModel):
+    """The cells of a bbox over a period, as nested lists [time][lat][lon] (null off land)."""
+
+    cube: str
+    lat: list[float]
+    lon: list[float]
+    time: list[date]
+    units: str
+    variables: dict[str, list[list[list[float | None]]]]
+    provenance: Provenance
+
+
+class UpscaleRequest(BaseModel):
+    """An upscaling job: a checkpoint over a bbox and period, written as the cube ``output``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"bbox": list(EXAMPLE_BBOX), "start": "2019-06-01", "end": "2019-08-31", "output": "alps_summer"}
+            ]
+        },
+    )
+
+    bbox: tuple[float, float, float, float] = Field(description="(W, S, E, N) in degrees, W < E, S < N")
+    start: date
+    end: date = Field(description="last day, inclusive")
+    checkpoint: str = Field("default", max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="checkpoint name")
+    output: str = Field(max_length=64, description="name of the output cube (letters, digits, '_', '-', '.')")
+    support_years: list[int] | None = Field(
+        None, min_length=1, max_length=20, description="years of each pixel's support set (default: from the drivers)"
+    )
+    members: int | None = Field(None, ge=1, le=100, description="use only the first N ensemble members")
+    precision: Literal["float32", "bfloat16"] = "float32"
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox_on_the_grid(cls, bbox: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        try:
+            grid.bbox_slices(bbox)
+        except DataError as exc:
+            raise ValueError(str(exc)) from exc
+        return bbox
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "UpscaleRequest":
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class Progress(BaseModel):
+    tiles_done: int
+    tiles_total: int | None = Field(description="known once the job has opened its cube")
+
+
+class JobInfo(BaseModel):
+    """A job's record: state, progress, timestamps, error, and where its cube is served."""
+
+    id: str
+    state: Literal["accepted", "running", "successful", "failed", "dismissed"]
+    progress: Progress
+    created: str
+    started: str | None
+    updated: str
+    finished: str | None
+    error: str | None
+    request: dict
+    output: str = Field(description="the output cube's name")
+    links: dict[str, str] = Field(description="self, and the cube's description once the job succeeded")

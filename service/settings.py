@@ -1,0 +1,40 @@
+"""The service's settings: command-line options of ``tamrl serve`` or ``TAMRL_*`` environment variables."""
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where cubes live, where jobs write, what jobs read, and the limits on requests."""
+
+    model_config = SettingsConfigDict(env_prefix="TAMRL_", extra="forbid")
+
+    cubes: Path = Field(Path("cubes"), description="folder of the served cubes (*.zarr); jobs write here too")
+    drivers: list[str] = Field(default_factory=list, description="driver URLs that upscaling jobs read")
+    scheduler: str | None = Field(None, description="address of an existing Dask cluster for jobs")
+    workers: int | None = Field(
+        None, ge=0, description="LocalCluster worker processes for jobs when no scheduler is given (default: one "
+        "per core); 0 runs the tiles in the service process"
+    )  # fmt: skip
+    checkpoints: dict[str, str] = Field(
+        default_factory=dict, description="checkpoint files jobs may use besides the shipped ones, by name"
+    )
+    token: SecretStr | None = Field(None, description="bearer token required to submit and delete jobs")
+    database: Path | None = Field(None, description="SQLite file of job records (default: <cubes>/jobs.sqlite)")
+    max_cells: int = Field(
+        2_000_000, gt=0, description="largest bbox request, in pixel-days x variables; larger ones get 413"
+    )
+    max_aggregate_cells: int = Field(
+        100_000_000, gt=0, description="largest bbox a total or mean reads, in pixel-days x variables"
+    )
+    cache_mb: int = Field(1024, ge=0, description="memory for decoded chunks of point queries")
+    max_map_cells: int = Field(4_000_000, gt=0, description="largest map, in pixels; larger ones get 413")
+    max_job_pixels: int = Field(
+        1_000_000, gt=0, description="largest upscaling job, in grid cells of its bbox; larger ones get 413"
+    )
+
+    @property
+    def job_database(self) -> Path:
+        return self.database or self.cubes / "jobs.sqlite"

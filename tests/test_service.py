@@ -1,0 +1,379 @@
+"""The HTTP service on a tiny real cube: every endpoint, every bad input, jobs, a real uvicorn server, and a fuzz run.
+
+The cube is the engine's tiny job (conftest's checkpoint and synthetic drivers around Lake Garda), written into the
+served folder; jobs run in the service process (``workers=0``) so they finish in seconds.
+"""
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import schemathesis
+import xarray as xr
+from conftest import GARDA
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import positive_data_acceptance
+
+from jobs import engine, grid
+from jobs.records import JobStore
+from service.api import create_app
+from service.settings import Settings
+
+START, END = "2020-03-01", "2020-04-29"
+POINT = {"lat": 45.62, "lon": 10.92}  # land east of the lake
+WATER = {"lat": 45.62, "lon": 10.66}  # Lake Garda
+pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def cubes(checkpoint, drivers, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cubes")
+    engine.upscale(checkpoint, drivers, GARDA, START, END, root / "garda.zarr", workers=0, chunk=(None, 4, 4),
+                   progress=False)  # fmt: skip
+    return root
+
+
+def service(cubes: Path, checkpoint, drivers, **kw) -> Settings:
+    return Settings(cubes=cubes, drivers=[drivers], workers=0, checkpoints={"tiny": str(checkpoint)}, **kw)
+
+
+@pytest.fixture(scope="module")
+def client(cubes, checkpoint, drivers):
+    with TestClient(create_app(service(cubes, checkpoint, drivers))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def garda(cubes) -> xr.Dataset:
+    return xr.open_zarr(cubes / "garda.zarr").load()
+
+
+def cell(ds: xr.Dataset, lat: float, lon: float) -> xr.Dataset:
+    row, col = grid.cell_index(lat, lon)
+    r0, c0 = grid.cell_index(float(ds.lat[0]), float(ds.lon[0]))
+    return ds.isel(lat=row - r0, lon=col - c0)
+
+
+def test_cubes_lists_the_complete_cubes(client):
+    (info,) = client.get("/cubes").json()
+    assert info["name"] == "garda" and info["bbox"] == list(GARDA)
+    assert (info["start"], info["end"]) == (START, END)
+    assert info["variables"] == ["GPP", "RECO", "NEE", "GPP_std", "RECO_std", "NEE_std"]
+    assert info["synthetic"] is True and info["ensemble_size"] == 3
+    assert client.get("/cubes/garda").json() == info
+    assert client.get("/cubes/nope").status_code == 404
+
+
+def test_point_query_returns_the_cell_series_with_spread_and_provenance(client, garda):
+    body = client.get("/flux", params=POINT).json()
+    expected = cell(garda, **POINT)
+    assert body["cube"] == "garda" and body["units"] == "g m-2 d-1"
+    assert abs(body["cell_lat"] - POINT["lat"]) <= 0.025 and abs(body["cell_lon"] - POINT["lon"]) <= 0.025
+    assert len(body["time"]) == 60 and body["time"][0] == START
+    for name in ("GPP", "RECO", "NEE"):
+        np.testing.assert_allclose(body["variables"][name]["values"], expected[name].values, atol=1e-5)
+        np.testing.assert_allclose(body["variables"][name]["std"], expected[f"{name}_std"].values, atol=1e-5)
+    assert min(body["variables"]["GPP"]["values"]) >= 0
+    assert body["provenance"]["synthetic"] is True and "FLUXNET2015" in body["provenance"]["references"]
+
+
+def test_point_query_subsets_days_and_variables_and_writes_csv(client, garda):
+    params = POINT | {"start": "2020-04-01", "end": "2020-04-10", "variables": "NEE,GPP"}
+    body = client.get("/flux", params=params).json()
+    assert list(body["variables"]) == ["NEE", "GPP"] and len(body["time"]) == 10
+    csv = client.get("/flux", params=params | {"format": "csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text.strip().splitlines()
+    assert lines[0] == "date,NEE,NEE_std,GPP,GPP_std" and len(lines) == 11
+    expected = float(cell(garda, **POINT).NEE.sel(time="2020-04-01"))
+    assert float(lines[1].split(",")[1]) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "words"),
+    [
+        ({"lat": 91, "lon": 0}, 422, "lat"),
+        ({"lat": "north", "lon": 0}, 422, "lat"),
+        ({"lat": 45, "lon": 181}, 422, "lon"),
+        ({"lat": 45}, 422, "lon"),
+        (WATER, 404, "not computed"),
+        ({"lat": 0, "lon": 0}, 404, "outside every cube; cubes: garda bbox (W,S,E,N) (10.4, 45.4, 11.2, 45.8)"),
+        ({"lat": 45.45, "lon": -179.99}, 404, "outside every cube"),  # the other side of the antimeridian
+        (POINT | {"start": "2020-04-10", "end": "2020-04-01"}, 422, "before start"),
+        (POINT | {"start": "2021-01-01"}, 404, "garda covers 2020-03-01..2020-04-29"),
+        (POINT | {"start": "2020-13-01"}, 422, "start"),
+        (POINT | {"variables": "GPP,FCH4"}, 422, "FCH4; choose from GPP, RECO, NEE"),
+        (POINT | {"format": "xml"}, 422, "json"),
+        (POINT | {"cube": "nope"}, 404, "available: garda"),
+    ],
+)
+def test_bad_point_queries_get_a_4xx_that_says_what_is_wrong(client, params, status, words):
+    response = client.get("/flux", params=params)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+
+
+def test_bbox_subset_as_json_and_netcdf(client, garda):
+    params = {"bbox": "10.8,45.5,11.0,45.7", "start": "2020-03-01", "end": "2020-03-05", "variables": "GPP"}
+    body = client.get("/flux/bbox", params=params).json()
+    assert len(body["lat"]) == 4 and len(body["lon"]) == 4 and len(body["time"]) == 5
+    assert body["lat"][0] > body["lat"][-1]  # north to south
+    expected = garda.GPP.sel(lat=body["lat"], lon=body["lon"], time=slice("2020-03-01", "2020-03-05")).values
+    got = np.array(body["variables"]["GPP"], dtype=float)
+    np.testing.assert_allclose(got, expected, atol=1e-5, equal_nan=True)
+    assert set(body["variables"]) == {"GPP", "GPP_std"}
+    nc = client.get("/flux/bbox", params=params | {"format": "netcdf"})
+    assert nc.headers["content-type"] == "application/x-netcdf"
+    ds = xr.open_dataset(io.BytesIO(nc.content), engine="h5netcdf")
+    np.testing.assert_allclose(ds.GPP.values, expected, atol=1e-6, equal_nan=True)
+    assert ds.attrs["synthetic"] == 1 and "FLUXNET2015" in ds.attrs["references"]
+
+
+def test_bbox_total_and_mean_are_area_weighted(client, garda):
+    params = {"bbox": ",".join(map(str, GARDA)), "aggregate": "total"}
+    total = client.get("/flux/bbox", params=params).json()
+    area = grid.cell_area_m2(garda.lat.values)[None, :, None]
+    land = garda.land_mask.values == 1
+    for name in ("GPP", "RECO", "NEE"):
+        values = np.where(land, garda[name].values, 0.0)
+        expected = float(np.nansum(values * area)) / 1e12
+        assert total["variables"][name]["value"] == pytest.approx(expected, rel=1e-5)
+        assert total["variables"][name]["units"] == "Tg C"
+    assert total["land_cells"] == int(land.sum()) and total["days"] == 60
+    assert total["land_area_km2"] == pytest.approx(float((area[0] * land).sum()) / 1e6)
+    mean = client.get("/flux/bbox", params=params | {"aggregate": "mean"}).json()
+    gpp = mean["variables"]["GPP"]["value"]
+    assert gpp == pytest.approx(total["variables"]["GPP"]["value"] * 1e12 / (total["land_area_km2"] * 1e6) / 60)
+    assert float(np.nanmin(garda.GPP.values)) <= gpp <= float(np.nanmax(garda.GPP.values))
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "words"),
+    [
+        ({"bbox": "11,45.5,10.8,45.7"}, 422, "west < east"),
+        ({"bbox": "10.8,45.7,11.0,45.5"}, 422, "south < north"),
+        ({"bbox": "10.8,45.5,11.0"}, 422, "four"),
+        ({"bbox": "a,b,c,d"}, 422, "numbers"),
+        ({"bbox": "10.8,45.5,10.81,45.51"}, 422, "holds no 0.05 deg cell centre"),
+        ({"bbox": "0,0,1,1"}, 404, "no cube holds the whole bbox"),
+        ({"bbox": "10,45,11,46"}, 404, "no cube holds the whole bbox"),
+        ({"bbox": "10.8,45.5,11.0,45.7", "aggregate": "median"}, 422, "total"),
+        ({"bbox": "10.8,45.5,11.0,45.7", "format": "zarr"}, 422, "netcdf"),
+    ],
+)
+def test_bad_bbox_queries_get_a_4xx_that_says_what_is_wrong(client, params, status, words):
+    response = client.get("/flux/bbox", params=params)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+
+
+def test_oversized_requests_get_413(cubes, checkpoint, drivers):
+    with TestClient(create_app(service(cubes, checkpoint, drivers, max_cells=1000, max_map_cells=10))) as small:
+        response = small.get("/flux/bbox", params={"bbox": ",".join(map(str, GARDA))})
+        assert response.status_code == 413 and "over the limit of 1,000" in response.json()["detail"]
+        assert small.get("/flux/map.png", params={"bbox": ",".join(map(str, GARDA))}).status_code == 413
+        body, headers = b"{" + b" " * 20_000 + b"}", {"content-type": "application/json"}
+        too_big = small.post("/upscale", content=body, headers=headers)
+        assert too_big.status_code == 413
+
+
+def test_map_png(client):
+    response = client.get("/flux/map.png", params={"bbox": ",".join(map(str, GARDA)), "variable": "NEE"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.content[:8] == b"\x89PNG\r\n\x1a\n" and len(response.content) > 10_000
+
+
+def wait_for(client: TestClient, job_id: str, states=("successful", "failed", "dismissed"), timeout=60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s")
+
+
+JOB = {"bbox": [10.4, 45.4, 10.8, 45.8], "start": "2020-04-01", "end": "2020-04-10", "checkpoint": "tiny",
+       "output": "west_garda", "support_years": [2019]}  # fmt: skip
+
+
+def test_a_job_runs_to_success_and_its_cube_is_served_at_once(client):
+    response = client.post("/upscale", json=JOB)
+    assert response.status_code == 202
+    job_id = response.json()["id"]
+    assert response.headers["location"] == f"/jobs/{job_id}"
+    assert response.json()["state"] in ("accepted", "running", "successful")
+    again = client.post("/upscale", json=JOB)
+    assert again.status_code == 202 and again.json()["id"] == job_id  # the same request is the same job
+    job = wait_for(client, job_id)
+    assert job["state"] == "successful", job
+    assert job["progress"]["tiles_done"] == job["progress"]["tiles_total"] == 1
+    assert job["links"]["cube"] == "/cubes/west_garda" and job["finished"] and job["error"] is None
+    assert client.get("/cubes/west_garda").json()["bbox"] == JOB["bbox"]
+    body = client.get("/flux", params=POINT | {"cube": "west_garda"})
+    assert body.status_code == 404  # POINT lies east of this cube's bbox
+    west = client.get("/flux", params={"lat": 45.5, "lon": 10.52, "cube": "west_garda"}).json()
+    assert len(west["time"]) == 10 and west["time"][0] == "2020-04-01"
+    assert job_id in [j["id"] for j in client.get("/jobs").json()]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"output": "../escape"}, "plain name"),
+        ({"output": "/tmp/abs"}, "plain name"),
+        ({"output": "s3://bucket/x"}, "plain name"),
+        ({"output": "a/b"}, "plain name"),
+        ({"checkpoint": "../../etc/passwd"}, "checkpoint"),
+        ({"checkpoint": "nope"}, "no checkpoint 'nope'; choose from default"),
+        ({"bbox": [10.8, 45.4, 10.4, 45.8]}, "west"),
+        ({"end": "2020-03-01"}, "before start"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_bad_job_requests_are_refused(client, change, words):
+    response = client.post("/upscale", json=JOB | change)
+    assert response.status_code == 422, response.text
+    assert words in response.json()["detail"]
+
+
+def test_a_job_whose_drivers_fall_short_fails_with_the_reason(client):
+    late = JOB | {"output": "late", "start": "2021-01-01", "end": "2021-01-02"}
+    job_id = client.post("/upscale", json=late).json()["id"]
+    job = wait_for(client, job_id)
+    assert job["state"] == "failed" and "do not cover" in job["error"]
+    assert client.get("/cubes/late").status_code == 404
+
+
+def test_another_request_onto_an_output_being_written_is_a_conflict(client):
+    store: JobStore = client.app.state.store
+    record, _ = store.submit({"held": True}, "busy")  # a live job that the runner never saw
+    response = client.post("/upscale", json=JOB | {"output": "busy"})
+    assert response.status_code == 409 and record.id in response.json()["detail"]
+    store.dismiss(record.id)
+    assert client.delete(f"/jobs/{record.id}").json()["state"] == "dismissed"  # deleting twice is harmless
+    assert client.get("/jobs/nope").status_code == 404
+
+
+def test_delete_stops_a_running_job_between_tiles(client, monkeypatch):
+    entered, gate, real = threading.Event(), threading.Event(), engine.compute_tile
+
+    def held(tile, job):
+        entered.set()
+        gate.wait(30)
+        return real(tile, job)
+
+    monkeypatch.setattr(engine, "compute_tile", held)
+    job_id = client.post("/upscale", json=JOB | {"bbox": list(GARDA), "output": "stopped"}).json()["id"]
+    assert entered.wait(30)  # the job is inside its first tile
+    assert client.delete(f"/jobs/{job_id}").json()["state"] == "dismissed"
+    gate.set()
+    deadline = time.monotonic() + 30
+    while client.get(f"/jobs/{job_id}").json()["progress"]["tiles_done"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["state"] == "dismissed" and job["progress"] == {"tiles_done": 1, "tiles_total": 1}, job
+    assert client.get("/cubes/stopped").status_code == 404  # stopped after the tile, so never finalized
+    assert client.delete(f"/jobs/{job_id}").status_code == 200
+
+
+def test_jobs_need_the_token_when_one_is_configured(cubes, checkpoint, drivers):
+    with TestClient(create_app(service(cubes, checkpoint, drivers, token="s3cret"))) as locked:
+        assert locked.post("/upscale", json=JOB | {"output": "t"}).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert locked.post("/upscale", json=JOB | {"output": "t"}, headers=wrong).status_code == 401
+        right = {"Authorization": "Bearer s3cret"}
+        job_id = locked.post("/upscale", json=JOB | {"output": "t"}, headers=right).json()["id"]
+        assert locked.delete(f"/jobs/{job_id}").status_code == 401
+        assert locked.delete(f"/jobs/{job_id}", headers=right).status_code in (200, 409)
+        assert locked.get("/flux", params=POINT).status_code == 200  # queries stay open
+
+
+def test_a_job_left_running_by_a_killed_service_resumes_on_restart(cubes, checkpoint, drivers, tmp_path):
+    settings = service(tmp_path / "cubes", checkpoint, drivers)
+    store = JobStore(settings.job_database)
+    request = JOB | {"checkpoint_path": str(checkpoint), "out": str(tmp_path / "cubes" / "resumed.zarr")}
+    record, _ = store.submit(request, "resumed")
+    store.start(record.id)  # the service died while this job ran
+    with TestClient(create_app(settings)) as restarted:
+        job = wait_for(restarted, record.id)
+        assert job["state"] == "successful"
+        assert restarted.get("/cubes/resumed").status_code == 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_real_server_runs_a_job_and_serves_its_cube(checkpoint, drivers, tmp_path):
+    port = free_port()
+    env = os.environ | {"TAMRL_CHECKPOINTS": f'{{"tiny": "{checkpoint}"}}'}
+    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--cubes", str(tmp_path),
+               "--drivers", drivers, "--workers", "0"]  # fmt: skip
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"{base}/cubes", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        response = httpx.post(f"{base}/upscale", json=JOB)
+        assert response.status_code == 202
+        location = response.headers["location"]
+        for _ in range(300):
+            job = httpx.get(f"{base}{location}").json()
+            if job["state"] not in ("accepted", "running"):
+                break
+            time.sleep(0.2)
+        assert job["state"] == "successful", job
+        point = httpx.get(f"{base}/flux", params={"lat": 45.5, "lon": 10.52}).json()
+        assert point["cube"] == "west_garda" and len(point["variables"]["GPP"]["values"]) == 10
+        assert httpx.get(f"{base}/docs").status_code == 200
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+FUZZ_EXAMPLES = 25  # per operation: bounded so CI stays quick
+TOKEN = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def locked(cubes, checkpoint, drivers):
+    """The service with a job token, so the fuzzer also checks that invalid tokens are refused."""
+    with TestClient(create_app(service(cubes, checkpoint, drivers, token=TOKEN))) as c:
+        yield c
+
+
+def test_fuzzed_requests_never_get_a_5xx_and_match_the_schema(locked):
+    schema = schemathesis.openapi.from_asgi("/openapi.json", locked.app)
+    calls = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        def check(case):
+            response = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
+            calls.append(response.status_code)
+            assert response.status_code < 500, f"{case.method} {case.formatted_path} {case.query}: {response.text}"
+            # every default check but positive_data_acceptance: reversed dates, a point on water or a bbox off the
+            # grid are schema-valid and rightly refused
+            case.validate_response(response, excluded_checks=[positive_data_acceptance])
+
+        check()
+    assert len(calls) >= 100 and not [c for c in calls if c >= 500]
