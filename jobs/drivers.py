@@ -28,6 +28,13 @@ from jobs.era5 import MEAN_FLUXES, daily_drivers, open_drivers
 from tamrl.errors import DataError
 from tamrl.features import DRIVER_UNITS, MET
 
+# accepted spellings of the canonical meteorology's units (compared without spaces, '**', '^' and case)
+UNIT_SPELLINGS = {
+    "TA": ("degC", "deg C", "°C", "celsius", "degree_Celsius", "degrees_Celsius"),
+    "SW_IN": ("W m-2", "W/m2", "W m**-2", "W m^-2"),
+    "VPD": ("hPa", "mbar", "millibar"),
+}
+
 ERA5_INPUTS = ("t2m", "d2m", "ssrd", *MEAN_FLUXES)
 CANONICAL = tuple(DRIVER_UNITS)  # TA, SW_IN, VPD, B01..B07, CLEAR
 ON_GRID = 1e-6  # deg: coordinates this close to the 0.05 deg cell centres count as the grid itself
@@ -186,6 +193,7 @@ def _source(urls: tuple[str, ...], ds: xr.Dataset, accumulation: str) -> Source:
         resolved = daily["SW_IN"].attrs.get("accumulation", "auto") if "SW_IN" in daily else "auto"
     for name in CANONICAL:
         if name in ds and name not in arrays:
+            _check_canonical_units(ds[name], urls)
             arrays[name] = _daily(ds[name], urls)
     if not arrays:
         raise DataError(
@@ -194,6 +202,23 @@ def _source(urls: tuple[str, ...], ds: xr.Dataset, accumulation: str) -> Source:
         )
     arrays = {name: _wrapped(da) for name, da in arrays.items()}
     return Source(urls, arrays, resolved, _is_synthetic(ds))
+
+
+def _check_canonical_units(da: xr.DataArray, urls: tuple[str, ...]) -> None:
+    """DataError when a canonical meteorological variable states units other than the canonical ones."""
+    units = da.attrs.get("units")
+    spellings = UNIT_SPELLINGS.get(str(da.name))
+    if units is None or spellings is None:
+        return
+    if _plain(units) not in {_plain(s) for s in spellings}:
+        raise DataError(
+            f"{da.name} in {', '.join(urls)} has units {units!r}; the canonical drivers need {DRIVER_UNITS[da.name]} "
+            "(convert it, or give the ERA5 fields and let tamrl convert them)"
+        )
+
+
+def _plain(units: str) -> str:
+    return units.replace("**", "").replace("^", "").replace(" ", "").lower()
 
 
 def _daily(da: xr.DataArray, urls: tuple[str, ...]) -> xr.DataArray:

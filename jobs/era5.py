@@ -68,6 +68,8 @@ def _open(url: str, storage_options: dict | None) -> xr.Dataset:
             return xr.open_zarr(url, storage_options=storage_options, chunks={})
         # Local files go to the NetCDF engines by path; remote ones as fsspec file objects.
         return xr.open_dataset(path if isinstance(fs, LocalFileSystem) else fs.open(path, "rb"), chunks={})
+    except ImportError as exc:
+        raise DataError(f"cannot open {url}: {exc} (install the fsspec package for its protocol, e.g. s3fs)") from exc
     except (OSError, ValueError) as exc:
         raise DataError(
             f"cannot open driver file {url} ({type(exc).__name__}: {exc}). Give a NetCDF file (.nc) or a Zarr "

@@ -42,7 +42,7 @@ from tamrl.errors import DataError
 from tamrl.features import BANDS, CLEAR, DRIVER_UNITS
 
 # MOD09GA state_1km / MOD09CMG "Coarse Resolution State QA" bits (MOD09 user guide, Collection 6)
-CLOUD_STATE = 0b11  # bits 0-1: 00 clear, 01 cloudy, 10 mixed, 11 not set (assumed clear)
+CLOUD_STATE = 0b11  # bits 0-1: 00 clear, 01 cloudy, 10 mixed, 11 not set; like the tower flag, only 00 is clear
 CLOUD_SHADOW = 1 << 2
 AEROSOL = 0b11 << 6  # bits 6-7: 00 climatology, 01 low, 10 average, 11 high
 AEROSOL_HIGH = 0b11 << 6

@@ -264,3 +264,19 @@ def test_a_precision_other_than_the_cube_s_is_refused(checkpoint, drivers, tmp_p
     assert xr.open_zarr(out).attrs["precision"] == "float32"
     with pytest.raises(ConfigError, match=r"precision: 'float32' -> 'bfloat16'"):
         run(checkpoint, drivers, out, end="2020-03-05", precision="bfloat16")
+
+
+def test_canonical_drivers_in_other_units_are_refused(drivers, tmp_path):
+    canonical = xr.Dataset({"TA": xr.open_zarr(drivers).t2m.isel(time=slice(0, 10)).load()})
+    canonical["TA"].attrs = {"units": "K"}
+    canonical.to_netcdf(tmp_path / "ta_kelvin.nc")
+    with pytest.raises(DataError, match=r"TA in .* has units 'K'; the canonical drivers need degC"):
+        GridDrivers([str(tmp_path / "ta_kelvin.nc")])
+    canonical["TA"].attrs = {"units": "degree_Celsius"}
+    canonical.to_netcdf(tmp_path / "ta_celsius.nc")
+    assert "TA" in GridDrivers([str(tmp_path / "ta_celsius.nc")]).variables
+
+
+def test_a_driver_url_whose_protocol_is_not_installed_is_a_one_line_error():
+    with pytest.raises(DataError, match="install the fsspec package for its protocol"):
+        GridDrivers(["gs://no-such-bucket/era5.nc"])
