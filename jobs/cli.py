@@ -93,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     first, last = date(DEMO_YEAR, 1, 1), date(DEMO_YEAR, 12, 31)
     drivers = demo_drivers(args.out / "drivers.zarr", str(first - timedelta(days=SPINUP_DAYS)), str(last))
-    cube = args.out.resolve() / "cube.zarr"
+    cube = args.out.resolve() / "demo.zarr"
     summary = upscale(resolve("default"), [str(drivers)], DEMO_BBOX, first, last, cube, workers=args.workers,
                       tile_chunks=DEMO_TILE_CHUNKS, members=args.members, precision=args.precision)  # fmt: skip
     print(summary)

@@ -354,7 +354,7 @@ def _check_stop(stop: Callable[[], bool]) -> None:
 @contextmanager
 def _client(workers: int, scheduler: str | None) -> Iterator[Client]:
     """A Dask client on ``scheduler``, or on a LocalCluster of ``workers`` single-threaded processes."""
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # not its INFO lines on every start and stop
+    _quiet_dask()
     if scheduler is not None:
         with Client(scheduler) as client:
             _set_torch_threads(client)
@@ -367,11 +367,16 @@ def _client(workers: int, scheduler: str | None) -> Iterator[Client]:
 
 def local_cluster(workers: int | None = None) -> LocalCluster:
     """A LocalCluster of ``workers`` (default: one per core) single-threaded worker processes with WORKER_MALLOC."""
+    _quiet_dask()
     environ = {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in WORKER_MALLOC.items()}
     with dask.config.set(environ):
         return LocalCluster(
             n_workers=workers or _cores(), threads_per_worker=1, processes=True, dashboard_address=":0"
         )
+
+
+def _quiet_dask() -> None:
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # not its INFO lines on every start and stop
 
 
 class TorchThreads(WorkerPlugin):

@@ -114,12 +114,12 @@ def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore,
     @app.get("/cubes", response_model=list[CubeInfo], tags=["cubes"])
     def list_cubes() -> list[dict]:
         """The complete cubes being served."""
-        return [cube.describe() for cube in catalog.cubes()]
+        return [cube.description for cube in catalog.cubes()]
 
     @app.get("/cubes/{name}", response_model=CubeInfo, responses=PROBLEMS, tags=["cubes"])
     def get_cube(name: str) -> dict:
         """One cube's extent, period, variables and provenance."""
-        return catalog.get(name).describe()
+        return catalog.get(name).description
 
     @app.get("/flux", tags=["flux"], responses={200: {"model": PointResponse, "content": {"text/csv": {}}}, **PROBLEMS})
     def flux(lat: Lat, lon: Lon, start: Start = None, end: End = None, variables: Variables = None,
@@ -260,13 +260,16 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
 
 
 def _provenance(cube: OpenCube) -> dict:
-    info = cube.describe()
+    info = cube.description
     keys = ("source", "references", "checkpoint", "checkpoint_sha256", "ensemble_size", "synthetic")
     return {key: info[key] for key in keys}
 
 
 def _floats(values: np.ndarray) -> list[float | None]:
-    return [None if math.isnan(v) else round(v, 5) for v in values.tolist()]
+    """Values rounded to 5 decimals (float32 holds about 7 digits), NaN as null."""
+    rounded = np.round(values.astype(np.float64), 5)
+    out = rounded.tolist()
+    return [None if v != v else v for v in out] if np.isnan(rounded).any() else out
 
 
 def _nested(values: np.ndarray) -> list:

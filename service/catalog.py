@@ -106,9 +106,15 @@ class OpenCube:
         """Global rows and columns of the bbox the cube was computed for (the rest is chunk padding)."""
         return grid.bbox_slices(self.spec.bbox)
 
+    @cached_property
+    def arrays(self) -> dict[str, zarr.Array]:
+        """The flux variables, opened once: every zarr group lookup reads metadata from the store."""
+        present = set(self.group.array_keys())
+        return {name: self.group[name] for name in VARIABLES if name in present}
+
     @property
     def variables(self) -> list[str]:
-        return [name for name in VARIABLES if name in self.group]
+        return list(self.arrays)
 
     def contains(self, row: int, col: int) -> bool:
         """Whether the global cell (row, col) lies inside the cube's computed bbox."""
@@ -120,7 +126,7 @@ class OpenCube:
 
     def series(self, name: str, i: int, j: int, t0: int, t1: int) -> np.ndarray:
         """Days ``t0:t1`` of variable ``name`` at local cell (i, j), through the chunk cache."""
-        array = self.group[name]
+        array = self.arrays[name]
         ct, cy, cx = array.chunks
         parts = []
         for k in range(t0 // ct, (t1 - 1) // ct + 1):
@@ -133,7 +139,8 @@ class OpenCube:
             parts.append(chunk[lo:hi, i - y * cy, j - x * cx])
         return np.concatenate(parts)
 
-    def describe(self) -> dict:
+    @cached_property
+    def description(self) -> dict:
         """What a client needs to know about the cube: extent, dates, variables, checkpoint, provenance."""
         spec, attrs = self.spec, self.attrs
         return {

@@ -153,7 +153,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    """Run a command; domain errors print as one line and exit with status 2."""
+    """Run a command; domain errors print as one line and exit with status 2, Ctrl-C as one line with 130."""
     args = (parser or build_parser()[0]).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     except TamrlError as exc:
         print(f"tamrl {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"tamrl {args.command}: interrupted; finished tiles are kept (run it again to resume)", file=sys.stderr)
+        return 130
     return 0
 
 

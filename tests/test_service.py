@@ -377,3 +377,14 @@ def test_fuzzed_requests_never_get_a_5xx_and_match_the_schema(locked):
 
         check()
     assert len(calls) >= 100 and not [c for c in calls if c >= 500]
+
+
+def test_a_cube_rewritten_by_a_job_is_reopened(checkpoint, drivers, tmp_path):
+    root = tmp_path / "cubes"
+    run = dict(workers=0, chunk=(None, 4, 4), progress=False)
+    engine.upscale(checkpoint, drivers, GARDA, START, "2020-03-10", root / "again.zarr", **run)
+    with TestClient(create_app(service(root, checkpoint, drivers))) as c:
+        assert len(c.get("/flux", params=POINT).json()["time"]) == 10
+        engine.upscale(checkpoint, drivers, GARDA, START, "2020-03-20", root / "again.zarr", overwrite=True, **run)
+        assert c.get("/cubes/again").json()["end"] == "2020-03-20"
+        assert len(c.get("/flux", params=POINT).json()["time"]) == 20
