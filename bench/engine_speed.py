@@ -35,8 +35,9 @@ def bare_rate(
 ) -> tuple[float, int]:
     """Pixel-days/s of predict_arrays alone on one 50 x 50 tile's in-memory features, one thread (median of 3 runs)
     times WORKERS."""
-    job = engine.TileJob(str(checkpoint), file_hash(checkpoint), members, precision, (str(drivers),), ("auto",),
-                         REGION, first, last, (last.year,))  # fmt: skip
+    job = engine.TileJob(checkpoint=str(checkpoint), sha256=file_hash(checkpoint), members=members, precision=precision,
+                         device="cpu", drivers=(str(drivers),), accumulations=("auto",), bbox=REGION, start=first,
+                         end=last, support_years=(last.year,))  # fmt: skip
     tile = next(t for t in plan_tiles(REGION, 50, 50)[1])
     predictor = engine.cached_predictor(job.checkpoint, job.sha256, members, precision)
     ii, _, x, x_support, statics = engine.tile_features(tile, job, predictor.fs)

@@ -55,6 +55,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--members", type=int, help="use only the first N ensemble members (default: all)")
     core_cli.add_precision(p)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="where workers run the model; auto takes a GPU where a worker has one (default: %(default)s)")
+    p.add_argument("--chunks", metavar="TIME,LAT,LON",
+                   help="the cube's chunks in days and cells (default: 92,50,50); a tile is 2 x 2 chunks in space")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_upscale)
 
@@ -81,7 +85,8 @@ def cmd_upscale(args: argparse.Namespace) -> None:
         args.checkpoint, args.drivers, _numbers(args.bbox, "--bbox", float, 4), args.start, args.end, args.out,
         workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
         support_years=_numbers(args.support_years, "--support-years", int) if args.support_years else None,
-        members=args.members, precision=args.precision, progress=not args.quiet,
+        members=args.members, precision=args.precision, device=args.device, progress=not args.quiet,
+        chunk=_numbers(args.chunks, "--chunks", int, 3) if args.chunks else None,
     )  # fmt: skip
     print(summary)
 

@@ -51,6 +51,7 @@ Bbox = tuple[float, float, float, float]
 SPINUP_DAYS = 90  # the decoder runs from this many days before the period; only the period is kept
 SUPPORT_YEARS = 3  # default support set: up to this many whole years of the driver record, evenly spread
 PIXEL_BATCH = 4096  # pixels per predict_arrays call: bounds a task's memory (members x pixels x days x 3 floats)
+DEVICES = ("cpu", "cuda", "auto")
 KOPPEN_SEARCH = 10  # cells (0.5 deg): a land cell without a Koppen group takes the nearest group this close
 
 # glibc malloc of LocalCluster workers: keep freed memory for reuse rather than hand it back to the OS after every
@@ -72,6 +73,7 @@ class TileJob:
     sha256: str
     members: int  # the first ``members`` ensemble members are used
     precision: str  # tamrl.predict.PRECISIONS
+    device: str  # cpu, cuda or auto (a GPU where the worker has one)
     drivers: tuple[str, ...]  # URLs, readable on every worker
     accumulations: tuple[str, ...]  # resolved ssrd conventions, one per driver grid (`GridDrivers.accumulations`)
     bbox: Bbox
@@ -126,6 +128,7 @@ def upscale(
     tile_chunks: int | None = None,
     members: int | None = None,
     precision: str = "float32",
+    device: str = "cpu",
     progress: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
     stop: Callable[[], bool] | None = None,
@@ -137,7 +140,8 @@ def upscale(
     ``support_years``: the years whose drivers form each pixel's support set (default: up to 3 whole years of the
     driver record, evenly spread). ``chunk``: the cube's (time, lat, lon) chunks and ``tile_chunks`` the chunks per
     tile side (`CubeSpec` defaults). ``members``: use only the first N ensemble members (recorded as the cube's
-    ensemble size). ``precision``: float32 or mixed (`tamrl.predict.PRECISIONS`, recorded in the cube). An
+    ensemble size). ``device``: where workers run the model (cpu, cuda, or auto: a GPU where a worker has one).
+    ``precision``: float32 or mixed (`tamrl.predict.PRECISIONS`, recorded in the cube). An
     existing cube of the same parameters is resumed; one of other parameters is refused unless ``overwrite``.
     ``on_progress(done, total)`` gets the tiles in the ledger once the cube is open and after every tile. ``stop()``
     is asked before the first tile and after each finished one; when it says True the job stops there (tiles running
@@ -155,11 +159,14 @@ def upscale(
     bundle = load_bundle(checkpoint)
     fs = feature_set(bundle["feature_set"])
     members = _members(bundle, members)
-    check_precision(precision, bundle["model"], torch.device("cpu"))
+    if device not in DEVICES:
+        raise ConfigError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    check_precision(precision, bundle["model"], torch.device("cpu" if device == "cpu" else "cuda"))
     source = GridDrivers(drivers)
     years = _check_drivers(source, fs, rows, cols, first, last, support_years)
     job = TileJob(
-        checkpoint=bundle["path"], sha256=bundle["sha256"], members=members, precision=precision, drivers=source.urls,
+        checkpoint=bundle["path"], sha256=bundle["sha256"], members=members, precision=precision, device=device,
+        drivers=source.urls,
         accumulations=source.accumulations, bbox=tuple(float(v) for v in bbox), start=first, end=last,
         support_years=years,
     )  # fmt: skip
@@ -221,7 +228,7 @@ def run_tile(cube: Cube, tile: Tile, job: TileJob) -> int:
 
 def compute_tile(tile: Tile, job: TileJob) -> tuple[dict[str, np.ndarray], int]:
     """The six output variables of ``tile`` ((time, lat, lon), NaN where not computed) and the pixels computed."""
-    predictor = cached_predictor(job.checkpoint, job.sha256, job.members, job.precision)
+    predictor = cached_predictor(job.checkpoint, job.sha256, job.members, job.precision, job.device)
     values = {name: np.full((job.days, *tile.shape), np.nan, np.float32) for name in VARIABLES}
     ii, jj, x, x_support, statics = tile_features(tile, job, predictor.fs)
     for lo in range(0, len(ii), PIXEL_BATCH):
@@ -259,17 +266,20 @@ def tile_features(
     return ii[ok], jj[ok], x[ok], x_support[ok], statics[ok]
 
 
-_PREDICTORS: dict[tuple[str, str, int, str], Predictor] = {}
+_PREDICTORS: dict[tuple[str, str, int, str, str], Predictor] = {}
 
 
-def cached_predictor(path: str, sha256: str, members: int, precision: str = "float32") -> Predictor:
-    """The checkpoint's Predictor (first ``members`` members, at ``precision``), loaded once per process."""
-    key = (path, sha256, members, precision)
+def cached_predictor(
+    path: str, sha256: str, members: int, precision: str = "float32", device: str = "cpu"
+) -> Predictor:
+    """The checkpoint's Predictor (first ``members`` members, at ``precision`` on ``device``), loaded once per
+    process."""
+    key = (path, sha256, members, precision, device)
     if key not in _PREDICTORS:
         bundle = load_bundle(path)
         if bundle["sha256"] != sha256:
             raise CheckpointError(f"{path} changed while the job ran (sha256 {bundle['sha256'][:12]}...); start again")
-        _PREDICTORS[key] = Predictor({**bundle, "members": bundle["members"][:members]}, precision=precision)
+        _PREDICTORS[key] = Predictor({**bundle, "members": bundle["members"][:members]}, device, precision)
     return _PREDICTORS[key]
 
 

@@ -83,19 +83,22 @@ class JobStore:
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
-    def submit(self, request: dict[str, Any], output: str) -> tuple[JobRecord, bool]:
+    def submit(self, request: dict[str, Any], output: str, taken: bool = False) -> tuple[JobRecord, bool]:
         """The job for ``request`` writing ``output``, and whether it was created now (else it existed).
 
-        Raises ConflictError when another live job with a different request writes to ``output``.
+        ``taken``: whether the output exists already. The same request returns its live job, or its successful one
+        while the output exists; after a failure or a dismissal it starts a new attempt (which resumes the output).
+        Raises ConflictError when another live job writes to ``output``, or when a new request aims at an output
+        that exists.
         """
         key, now = request_key(request), _now()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             same = db.execute(
-                "SELECT * FROM jobs WHERE request_key = ? AND state NOT IN (?, ?) ORDER BY created DESC LIMIT 1",
-                (key, JobState.failed, JobState.dismissed),
+                "SELECT * FROM jobs WHERE request_key = ? ORDER BY created DESC LIMIT 1", (key,)
             ).fetchone()
-            if same is not None:
+            state = None if same is None else JobState(same["state"])
+            if state in LIVE or (state == JobState.successful and taken):
                 return _record(same), False
             other = db.execute(
                 "SELECT id FROM jobs WHERE output = ? AND state IN (?, ?)", (output, *LIVE)
@@ -105,6 +108,8 @@ class JobStore:
                     f"job {other['id']} is writing {output}; wait for it to finish, delete it, or choose another "
                     "output name"
                 )
+            if taken and same is None:
+                raise ConflictError(f"output {output} holds a cube made by another request; choose another name")
             job_id = uuid4().hex
             db.execute(
                 "INSERT INTO jobs (id, request_key, request, output, state, created, updated) VALUES (?,?,?,?,?,?,?)",

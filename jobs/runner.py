@@ -86,12 +86,17 @@ class JobRunner:
         except Cancelled:
             log.info("job %s stopped between tiles (%s)", job_id, "shutdown" if self._closing.is_set() else "dismissed")
         except TamrlError as exc:
-            self.store.finish(job_id, JobState.failed, str(exc))
+            self.store.finish(job_id, JobState.failed, _public(str(exc), request))
         except Exception as exc:  # any failure must reach the record, not vanish with the thread
             log.exception("job %s failed", job_id)
-            self.store.finish(job_id, JobState.failed, f"{type(exc).__name__}: {exc}")
+            self.store.finish(job_id, JobState.failed, _public(f"{type(exc).__name__}: {exc}", request))
         else:
             self.store.finish(job_id, JobState.successful)
+
+
+def _public(message: str, request: dict) -> str:
+    """``message`` with the server's paths of the output and the checkpoint replaced by their names."""
+    return message.replace(request["out"], request["output"]).replace(request["checkpoint_path"], request["checkpoint"])
 
 
 def resolve_output(root: Path, name: str) -> Path:

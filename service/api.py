@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date
+from functools import lru_cache
 from typing import Annotated, Literal
 
 import numpy as np
@@ -19,6 +20,7 @@ from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobs import grid
 from jobs.quicklook import render_map
@@ -39,7 +41,7 @@ from service.schemas import (
 )
 from service.settings import Settings
 from tamrl import __version__
-from tamrl.checkpoint import resolve, shipped_names
+from tamrl.checkpoint import load_bundle, resolve, shipped_names
 from tamrl.errors import (
     AuthError,
     CheckpointError,
@@ -103,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )  # fmt: skip
     app.state.settings, app.state.catalog, app.state.store, app.state.runner = settings, catalog, store, runner
     _errors(app)
-    _limit_bodies(app)
+    app.add_middleware(BodyLimit)
     _routes(app, settings, catalog, store, runner)
     return app
 
@@ -151,8 +153,10 @@ def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore,
         """The cells of a bbox over a period (JSON or NetCDF), or with ``aggregate`` the area-weighted regional
         total (Tg C over the period) or mean (g C m-2 d-1) per variable."""
         box, names = _bbox(bbox), parse_variables(variables)
+        if aggregate and format != "json":
+            raise DataError(f"aggregate={aggregate} answers JSON only; leave out format or use format=json")
         limit = settings.max_aggregate_cells if aggregate else settings.max_cells
-        subset = bbox_subset(catalog, box, Period(start, end), names, limit, cube)
+        subset = bbox_subset(catalog, box, Period(start, end), names, limit, cube, spreads=not aggregate)
         source = catalog.get(subset.attrs["tamrl_cube"])
         times = subset.indexes["time"]
         if aggregate:
@@ -186,7 +190,8 @@ def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore,
         rows, cols = grid.bbox_slices(box)
         if (rows.stop - rows.start) * (cols.stop - cols.start) > settings.max_map_cells:
             raise TooLargeError(f"the map would have over {settings.max_map_cells:,} pixels; ask for a smaller bbox")
-        subset = bbox_subset(catalog, box, Period(start, end), [variable], settings.max_aggregate_cells, cube)
+        subset = bbox_subset(catalog, box, Period(start, end), [variable], settings.max_aggregate_cells, cube,
+                             spreads=False)  # fmt: skip
         return Response(render_map(subset, variable), media_type="image/png")
 
     @app.post(
@@ -200,9 +205,12 @@ def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore,
         if cells > settings.max_job_pixels:
             raise TooLargeError(f"the bbox holds {cells:,} cells, over the limit of {settings.max_job_pixels:,}")
         checkpoint = _checkpoint(settings, body.checkpoint)
+        available = _members(checkpoint)
+        if body.members is not None and body.members > available:
+            raise ConfigError(f"members {body.members}: {body.checkpoint} has {available}; give 1 to {available}")
         out = resolve_output(settings.cubes, body.output)
-        request = body.model_dump(mode="json") | {"checkpoint_path": checkpoint, "out": str(out)}
-        record, created = store.submit(request, out.stem)
+        request = body.model_dump(mode="json") | {"output": out.stem, "checkpoint_path": checkpoint, "out": str(out)}
+        record, created = store.submit(request, out.stem, taken=out.exists())
         if created:
             runner.submit(record)
         response.headers["Location"] = f"/jobs/{record.id}"
@@ -246,6 +254,12 @@ def _checkpoint(settings: Settings, name: str) -> str:
     if name in shipped_names():
         return str(resolve(name))
     raise CheckpointError(f"no checkpoint {name!r}; choose from {', '.join([*shipped_names(), *settings.checkpoints])}")
+
+
+@lru_cache(maxsize=8)
+def _members(path: str) -> int:
+    """Ensemble members in the checkpoint at ``path``."""
+    return len(load_bundle(path)["members"])
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
@@ -312,19 +326,51 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        where = lambda e: ".".join(str(p) for p in e["loc"] if p not in ("query", "body"))  # noqa: E731
-        parts = [f"{where(e)}: {e['msg']}" for e in exc.errors()]
+        where = lambda e: ".".join(str(p) for p in e["loc"] if p not in ("query", "body")) or "request"  # noqa: E731
+        parts = [f"{where(e)}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         return _problem(422, "ValidationError", "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = f"{request.method} {request.url.path}: {exc.detail}; the API is described at /docs"
+        return _problem(exc.status_code, "HTTPError", detail, getattr(exc, "headers", None))
 
 
 def _problem(status: int, error: str, detail: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"status": status, "error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-def _limit_bodies(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def limit(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _problem(413, "TooLargeError", f"request bodies are limited to {MAX_BODY_BYTES:,} bytes")
-        return await call_next(request)
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes, whether sent with a length or in chunks.
+
+    The body (at most ``limit`` bytes) is read before the app runs and then replayed to it.
+    """
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await self._refuse(scope, receive, send)
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await self._refuse(scope, receive, send)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send) -> None:
+        response = _problem(413, "TooLargeError", f"request bodies are limited to {self.limit:,} bytes")
+        await response(scope, receive, send)
+

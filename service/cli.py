@@ -8,15 +8,17 @@ from pathlib import Path
 
 from jobs import cli as jobs_cli
 from tamrl import cli as core_cli
+from tamrl.errors import ConfigError
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve`` to the ``tamrl`` command's subparsers."""
     p = subparsers.add_parser(
         "serve", help="the HTTP API: point, bbox and map queries on cubes, and upscaling jobs",
-        description="Serve the complete cubes in --cubes over HTTP and run upscaling jobs into that folder. Every "
-        "option can also be set by an environment variable TAMRL_<OPTION> (e.g. TAMRL_TOKEN, TAMRL_DRIVERS as a "
-        "JSON list); the job token is read from TAMRL_TOKEN only. The API is documented at /docs.",
+        description="Serve the complete cubes in --cubes over HTTP and run upscaling jobs into that folder. The "
+        "options but --host and --port can also be set by environment variables TAMRL_<OPTION> (TAMRL_CUBES, "
+        "TAMRL_DRIVERS as a JSON list, ...), as can the limits and TAMRL_TOKEN, the bearer token that submitting and "
+        "deleting jobs then need (see docs/API.md). The API is documented at /docs.",
     )  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
@@ -29,12 +31,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
+    from pydantic import ValidationError
 
     from service.api import create_app
     from service.settings import Settings
 
     options = {"cubes": args.cubes, "drivers": args.drivers, "scheduler": args.scheduler, "workers": args.workers}
-    settings = Settings(**{key: value for key, value in options.items() if value is not None})
+    try:
+        settings = Settings(**{key: value for key, value in options.items() if value is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings (options or TAMRL_* variables): {problems}") from exc
     print(f"serving {settings.cubes.resolve()} on http://{args.host}:{args.port} (API documentation: /docs)")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
 

@@ -20,6 +20,7 @@ from tamrl.features import TARGET_UNITS, TARGETS
 FLUXES = tuple(TARGETS)  # GPP, RECO, NEE
 AGGREGATES = ("total", "mean")
 G_PER_TG = 1e12
+SERVER_ATTRS = ("drivers",)  # cube attributes that name paths on the server: never served
 
 
 @dataclass(frozen=True)
@@ -66,26 +67,27 @@ def parse_variables(text: str | None) -> list[str]:
         return list(FLUXES)
     names = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [n for n in names if n not in FLUXES]
-    if unknown or not names:
-        raise DataError(f"unknown variable(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(FLUXES)}")
+    if not names:
+        raise DataError(f"variables {text!r} names no variable; choose from {', '.join(FLUXES)}")
+    if unknown:
+        raise DataError(f"unknown variable(s) {', '.join(unknown)}; choose from {', '.join(FLUXES)}")
     return list(dict.fromkeys(names))
 
 
 def point(catalog: Catalog, lat: float, lon: float, period: Period, variables: list[str],
           cube_name: str | None = None) -> PointSeries:  # fmt: skip
-    """The daily series (mean and ensemble spread) of the cell holding (lat, lon), from the first cube (by name,
-    or the one named) whose computed bbox holds the cell and whose days overlap ``period``."""
+    """The daily series (mean and ensemble spread) of the cell holding (lat, lon), from the cube (or the one named)
+    whose computed bbox holds the cell and which covers most of ``period`` (the first by name on a tie)."""
     row, col = grid.cell_index(lat, lon)
     cubes = [catalog.get(cube_name)] if cube_name else catalog.cubes()
     holding = [c for c in cubes if c.contains(row, col)]
     if not holding:
-        raise NotFoundError(f"lat={lat}, lon={lon} lies outside every cube; cubes: {_extents(cubes)}")
-    for cube in holding:
-        days = period.on(cube)
-        if days is not None:
-            break
-    else:
-        raise NotFoundError(f"no cube holding lat={lat}, lon={lon} covers {_period(period)}; {_coverage(holding)}")
+        centre = f"{grid.lat_coords()[row]:.3f}, {grid.lon_coords()[col]:.3f}"
+        raise NotFoundError(
+            f"lat={lat}, lon={lon} (the cell centred at {centre}; a point on a cell edge belongs to the cell south "
+            f"and east of it) lies outside every cube; cubes: {_extents(cubes)}"
+        )
+    cube, days = _best(holding, period, f"lat={lat}, lon={lon}")
     i, j = cube.local(row, col)
     if not cube.land[i, j]:
         raise NotFoundError(
@@ -100,34 +102,36 @@ def point(catalog: Catalog, lat: float, lon: float, period: Period, variables: l
 
 
 def bbox_subset(catalog: Catalog, bbox: tuple[float, float, float, float], period: Period, variables: list[str],
-                limit: int, cube_name: str | None = None) -> xr.Dataset:  # fmt: skip
-    """The cells of ``bbox`` and days of ``period`` from the cube whose computed bbox holds the whole box.
+                limit: int, cube_name: str | None = None, spreads: bool = True) -> xr.Dataset:  # fmt: skip
+    """The cells of ``bbox`` and days of ``period`` (``variables``, with their spreads if ``spreads``) from the cube
+    whose computed bbox holds the whole box and which covers most of the period.
 
-    TooLargeError when cells x days x variables (means and spreads) exceed ``limit``.
+    TooLargeError when cells x days x variables read exceed ``limit``. The subset's attributes are the cube's, with
+    its own time coverage and bbox, and without server paths.
     """
     rows, cols = grid.bbox_slices(bbox)
     cubes = [catalog.get(cube_name)] if cube_name else catalog.cubes()
     holding = [c for c in cubes if _holds(c, rows, cols)]
     if not holding:
         raise NotFoundError(f"no cube holds the whole bbox {bbox}; cubes: {_extents(cubes)}")
-    for cube in holding:
-        days = period.on(cube)
-        if days is not None:
-            break
-    else:
-        raise NotFoundError(f"no cube holding bbox {bbox} covers {_period(period)}; {_coverage(holding)}")
-    size = (rows.stop - rows.start) * (cols.stop - cols.start) * (days.stop - days.start) * 2 * len(variables)
+    cube, days = _best(holding, period, f"bbox {bbox}")
+    names = [v for name in variables for v in ((name, f"{name}_std") if spreads else (name,))]
+    size = (rows.stop - rows.start) * (cols.stop - cols.start) * (days.stop - days.start) * len(names)
     if size > limit:
         raise TooLargeError(
-            f"the request covers {size:,} values (cells x days x variables with spreads), over the limit of "
-            f"{limit:,}; ask for a smaller bbox, fewer days or fewer variables"
+            f"the request covers {size:,} values (cells x days x variables), over the limit of {limit:,}; ask for "
+            "a smaller bbox, fewer days or fewer variables"
         )
     r0, c0 = cube.origin
-    names = [v for name in variables for v in (name, f"{name}_std")]
     subset = cube.dataset[[*names, "land_mask", "lat_bnds", "lon_bnds"]].isel(
         time=days, lat=slice(rows.start - r0, rows.stop - r0), lon=slice(cols.start - c0, cols.stop - c0)
     )
-    subset.attrs = {**cube.dataset.attrs, "tamrl_cube": cube.name}
+    times = cube.times[days]
+    attrs = {k: v for k, v in cube.dataset.attrs.items() if k not in SERVER_ATTRS}
+    subset.attrs = attrs | {
+        "tamrl_cube": cube.name, "tamrl_subset_bbox": list(bbox),
+        "time_coverage_start": f"{times[0]:%Y-%m-%d}", "time_coverage_end": f"{times[-1]:%Y-%m-%d}",
+    }  # fmt: skip
     return subset
 
 
@@ -150,7 +154,7 @@ def regional(subset: xr.Dataset, variables: list[str], how: str) -> dict[str, di
         if how == "total":
             out[name] = {"value": total, "units": "Tg C", "description": f"{name} summed over the period"}
         else:
-            mean = total * G_PER_TG / land_area / values.sizes["time"] if land_area else float("nan")
+            mean = total * G_PER_TG / land_area / values.sizes["time"] if land_area else None  # no land: no mean
             out[name] = {"value": mean, "units": f"{TARGET_UNITS}", "description": f"area-weighted mean daily {name}"}
     return {
         "land_area_km2": land_area / 1e6,
@@ -158,6 +162,15 @@ def regional(subset: xr.Dataset, variables: list[str], how: str) -> dict[str, di
         "days": int(subset.sizes["time"]),
         "variables": out,
     }
+
+
+def _best(cubes: list[OpenCube], period: Period, what: str) -> tuple[OpenCube, slice]:
+    """Of ``cubes`` (sorted by name), the one covering most days of ``period``, and those days."""
+    overlaps = [(cube, period.on(cube)) for cube in cubes]
+    covering = [(cube, days) for cube, days in overlaps if days is not None]
+    if not covering:
+        raise NotFoundError(f"no cube holding {what} covers {_period(period)}; {_coverage(cubes)}")
+    return max(covering, key=lambda item: item[1].stop - item[1].start)
 
 
 def _holds(cube: OpenCube, rows: slice, cols: slice) -> bool:

@@ -44,7 +44,7 @@ class PointResponse(BaseModel):
     cube: str = Field(examples=["demo"])
     lat: float = Field(description="requested latitude", examples=[47.3])
     lon: float = Field(description="requested longitude", examples=[8.5])
-    cell_lat: float = Field(description="centre of the cell that holds the point", examples=[47.325])
+    cell_lat: float = Field(description="centre of the cell that holds the point", examples=[47.275])
     cell_lon: float = Field(examples=[8.525])
     igbp: int = Field(description="MCD12C1 IGBP class of the cell (1-16)")
     units: str = Field(examples=["g m-2 d-1"])

@@ -36,7 +36,8 @@ from tamrl.xgb import XGBoostEnsemble
 
 MODES = ("stateful", "windowed")
 NEE_RULES = ("head", "balance")
-CHUNK = 256
+CHUNK = 256  # locations per forward pass on a CPU (the fastest batch for these LSTMs there)
+GPU_CHUNK = 8192  # on a GPU: large batches keep it busy
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PRECISION_TOLERANCE = 0.05  # g C m-2 d-1: the largest allowed |mixed - float32| of an ensemble mean
 
@@ -83,6 +84,7 @@ class NeuralEnsemble:
         self.cfg = TrainConfig(**bundle["config"])
         self.device = device
         self.dtype = PRECISIONS[precision]
+        self.chunk = GPU_CHUNK if device.type == "cuda" else CHUNK
         n_dyn, n_stat = len(bundle["features"]["dynamic"]), len(bundle["features"]["static"])
         self.x_scaler = Scaler.from_state(bundle["scalers"]["x"])
         self.y_scaler = Scaler.from_state(bundle["scalers"]["y"])
@@ -110,14 +112,14 @@ class NeuralEnsemble:
         return self.y_scaler.inverse(out)
 
     def _predict(self, x: np.ndarray, x_sup: np.ndarray, static: np.ndarray, mode: str, k: int, out: np.ndarray):
-        """Fill ``out`` (members, locations, days, 3) with scaled predictions, CHUNK locations at a time."""
-        for lo in range(0, x.shape[0], CHUNK):
-            xs, st = x[lo : lo + CHUNK], static[lo : lo + CHUNK]
+        """Fill ``out`` (members, locations, days, 3) with scaled predictions, ``self.chunk`` locations at a time."""
+        for lo in range(0, x.shape[0], self.chunk):
+            xs, st = x[lo : lo + self.chunk], static[lo : lo + self.chunk]
             xt, stt = self._tensor(xs), self._tensor(st)
-            sup, mask = support_windows(x_sup[lo : lo + CHUNK], st, k) if any(self.modulating) else (None, None)
+            sup, mask = support_windows(x_sup[lo : lo + self.chunk], st, k) if any(self.modulating) else (None, None)
             for m, net in enumerate(self.networks):
                 z = net.embed(self._tensor(sup), self._tensor(mask)) if self.modulating[m] else None
-                out[m, lo : lo + CHUNK] = self._decode(net, xt, stt, z, mode)
+                out[m, lo : lo + self.chunk] = self._decode(net, xt, stt, z, mode)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)

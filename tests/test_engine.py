@@ -10,6 +10,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
 from conftest import GARDA as BBOX  # two tiles
 
@@ -280,3 +281,13 @@ def test_canonical_drivers_in_other_units_are_refused(drivers, tmp_path):
 def test_a_driver_url_whose_protocol_is_not_installed_is_a_one_line_error():
     with pytest.raises(DataError, match="install the fsspec package for its protocol"):
         GridDrivers(["gs://no-such-bucket/era5.nc"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back_to_the_cpu(cube, checkpoint, drivers, tmp_path):
+    with pytest.raises(DataError, match="torch sees no GPU; use --device cpu"):
+        run(checkpoint, drivers, tmp_path / "gpu.zarr", device="cuda")
+    with pytest.raises(ConfigError, match="float16 needs a GPU"):
+        run(checkpoint, drivers, tmp_path / "half.zarr", device="cpu", precision="float16")
+    auto = run(checkpoint, drivers, tmp_path / "auto.zarr", device="auto")
+    np.testing.assert_array_equal(xr.open_zarr(auto.url).GPP.values, cube[0].GPP.values)

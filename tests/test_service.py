@@ -388,3 +388,42 @@ def test_a_cube_rewritten_by_a_job_is_reopened(checkpoint, drivers, tmp_path):
         engine.upscale(checkpoint, drivers, GARDA, START, "2020-03-20", root / "again.zarr", overwrite=True, **run)
         assert c.get("/cubes/again").json()["end"] == "2020-03-20"
         assert len(c.get("/flux", params=POINT).json()["time"]) == 20
+
+
+def test_the_mean_over_water_is_null_not_an_error(client, garda):
+    c = cell(garda, **WATER)
+    lat, lon = float(c.lat), float(c.lon)
+    box = f"{lon - 0.025:.3f},{lat - 0.025:.3f},{lon + 0.025:.3f},{lat + 0.025:.3f}"  # exactly that cell
+    body = client.get("/flux/bbox", params={"bbox": box, "aggregate": "mean"}).json()
+    assert body["land_cells"] == 0 and body["variables"]["GPP"]["value"] is None
+    total = client.get("/flux/bbox", params={"bbox": box, "aggregate": "total"}).json()
+    assert total["variables"]["GPP"]["value"] == 0
+
+
+def test_subsets_describe_themselves_and_hide_server_paths(client, cubes):
+    params = {"bbox": "10.8,45.5,11.0,45.7", "start": "2020-03-02", "end": "2020-03-04", "format": "netcdf"}
+    ds = xr.open_dataset(io.BytesIO(client.get("/flux/bbox", params=params).content), engine="h5netcdf")
+    assert (ds.attrs["time_coverage_start"], ds.attrs["time_coverage_end"]) == ("2020-03-02", "2020-03-04")
+    assert "drivers" not in ds.attrs and str(cubes) not in str(ds.attrs)
+    refused = client.get("/flux/bbox", params=params | {"aggregate": "total"})
+    assert refused.status_code == 422 and "JSON only" in refused.json()["detail"]
+
+
+def test_every_error_body_is_a_problem(client):
+    for response, status in [(client.get("/nowhere"), 404), (client.put("/cubes"), 405)]:
+        assert response.status_code == status and response.json()["status"] == status and response.json()["detail"]
+    reversed_dates = client.post("/upscale", json=JOB | {"start": "2020-04-10", "end": "2020-04-01"})
+    assert reversed_dates.json()["detail"] == "request: end 2020-04-01 is before start 2020-04-10"
+    chunks = (b" " * 4096 for _ in range(8))  # 32 KiB without a Content-Length: sent chunked
+    chunked = client.post("/upscale", content=chunks, headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+
+
+def test_jobs_are_checked_before_they_are_accepted(client, cubes):
+    too_many = client.post("/upscale", json=JOB | {"output": "many", "members": 4})
+    assert too_many.status_code == 422 and "tiny has 3; give 1 to 3" in too_many.json()["detail"]
+    taken = client.post("/upscale", json=JOB | {"output": "garda"})  # the served cube, made by another request
+    assert taken.status_code == 409 and "holds a cube made by another request" in taken.json()["detail"]
+    late = client.post("/upscale", json=JOB | {"output": "late2", "start": "2021-01-01", "end": "2021-01-02"})
+    job = wait_for(client, late.json()["id"])
+    assert job["state"] == "failed" and str(cubes) not in job["error"]
