@@ -2,21 +2,24 @@
 
 `create_app` wires the settings, the cube catalog, the job store and the job runner into one FastAPI app. Handlers
 that read cubes are plain ``def`` (FastAPI runs them in its thread pool, so blocking xarray and zarr reads never
-stall the event loop). Domain errors map to status codes in one table, ERROR_STATUS; every 4xx body is a Problem.
+stall the event loop); the point query alone answers on the event loop when its chunks are in memory, and hands
+reads to the thread pool otherwise. Domain errors map to status codes in one table, ERROR_STATUS; every 4xx body
+is a Problem.
 """
 
 import io
-import json
 import math
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Annotated, Literal
 
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -26,7 +29,7 @@ from jobs import grid
 from jobs.quicklook import render_map
 from jobs.records import JobRecord, JobState, JobStore
 from jobs.runner import JobRunner, RunnerConfig, resolve_output
-from service.catalog import Catalog, OpenCube
+from service.catalog import Catalog, NotCached, OpenCube
 from service.queries import Period, bbox_subset, parse_variables, point, regional
 from service.schemas import (
     EXAMPLE_BBOX,
@@ -124,23 +127,16 @@ def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore,
         return catalog.get(name).description
 
     @app.get("/flux", tags=["flux"], responses={200: {"model": PointResponse, "content": {"text/csv": {}}}, **PROBLEMS})
-    def flux(lat: Lat, lon: Lon, start: Start = None, end: End = None, variables: Variables = None,
-             format: Literal["json", "csv"] = "json", cube: CubeName = None) -> Response:  # fmt: skip
+    async def flux(lat: Lat, lon: Lon, start: Start = None, end: End = None, variables: Variables = None,
+                   format: Literal["json", "csv"] = "json", cube: CubeName = None) -> Response:  # fmt: skip
         """The daily series of the cell that holds (lat, lon), with the ensemble spread and provenance."""
-        names = parse_variables(variables)
-        series = point(catalog, lat, lon, Period(start, end), names, cube)
-        if format == "csv":
-            return Response(series.frame().to_csv(float_format="%.4f"), media_type="text/csv")
-        i, j = series.cell
-        body = {
-            "cube": series.cube.name, "lat": lat, "lon": lon, "cell_lat": float(series.cube.lat[i]),
-            "cell_lon": float(series.cube.lon[j]), "igbp": int(series.cube.igbp[i, j]), "units": TARGET_UNITS,
-            "time": [f"{t:%Y-%m-%d}" for t in series.times],
-            "variables": {n: {"values": _floats(series.values[n]), "std": _floats(series.values[f"{n}_std"])}
-                          for n in names},
-            "provenance": _provenance(series.cube),
-        }  # fmt: skip
-        return _json(body)
+        # On the event loop when everything is in memory (a thread hop costs a fifth of a cached query's time);
+        # reads from stores go to the thread pool.
+        answer = partial(_point_answer, catalog, lat, lon, Period(start, end), parse_variables(variables), format, cube)
+        try:
+            return answer(cached_only=True)
+        except NotCached:
+            return await run_in_threadpool(answer, cached_only=False)
 
     @app.get(
         "/flux/bbox", tags=["flux"], responses={
@@ -174,7 +170,7 @@ def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore,
         body = {
             "cube": source.name, "lat": loaded.lat.values.tolist(), "lon": loaded.lon.values.tolist(),
             "time": [f"{t:%Y-%m-%d}" for t in times], "units": TARGET_UNITS,
-            "variables": {n: _nested(loaded[n].values) for v in names for n in (v, f"{v}_std")},
+            "variables": {n: _rounded(loaded[n].values) for v in names for n in (v, f"{v}_std")},
             "provenance": _provenance(source),
         }  # fmt: skip
         return _json(body)
@@ -234,6 +230,23 @@ def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore,
         return _job(store.dismiss(job_id))
 
 
+def _point_answer(catalog: Catalog, lat: float, lon: float, period: Period, names: list[str], format: str,
+                  cube: str | None, cached_only: bool) -> Response:  # fmt: skip
+    series = point(catalog, lat, lon, period, names, cube, cached_only)
+    if format == "csv":
+        return Response(series.frame().to_csv(float_format="%.4f"), media_type="text/csv")
+    i, j = series.cell
+    body = {
+        "cube": series.cube.name, "lat": lat, "lon": lon, "cell_lat": float(series.cube.lat[i]),
+        "cell_lon": float(series.cube.lon[j]), "igbp": int(series.cube.igbp[i, j]), "units": TARGET_UNITS,
+        "time": series.cube.dates[series.days],
+        "variables": {n: {"values": _rounded(series.values[n]), "std": _rounded(series.values[f"{n}_std"])}
+                      for n in names},
+        "provenance": _provenance(series.cube),
+    }  # fmt: skip
+    return _json(body)
+
+
 def _job(record: JobRecord) -> dict:
     links = {"self": f"/jobs/{record.id}"}
     if record.state == JobState.successful:
@@ -279,19 +292,14 @@ def _provenance(cube: OpenCube) -> dict:
     return {key: info[key] for key in keys}
 
 
-def _floats(values: np.ndarray) -> list[float | None]:
-    """Values rounded to 5 decimals (float32 holds about 7 digits), NaN as null."""
-    rounded = np.round(values.astype(np.float64), 5)
-    out = rounded.tolist()
-    return [None if v != v else v for v in out] if np.isnan(rounded).any() else out
-
-
-def _nested(values: np.ndarray) -> list:
-    return np.where(np.isnan(values), None, np.round(values.astype(np.float64), 5)).tolist()
+def _rounded(values: np.ndarray) -> np.ndarray:
+    """Values rounded to 5 decimals (float32 holds about 7 digits); `_json` writes NaN as null."""
+    return np.round(values.astype(np.float64), 5)
 
 
 def _json(body: dict) -> Response:
-    return Response(json.dumps(body, allow_nan=False), media_type="application/json")
+    """JSON with numpy arrays as lists and NaN as null (orjson: about 10 times faster than json for these bodies)."""
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 def _netcdf(subset) -> bytes:

@@ -25,6 +25,10 @@ from jobs.writer import VARIABLES, CubeSpec
 from tamrl.errors import NotFoundError
 
 
+class NotCached(Exception):
+    """A cache-only read needed data that is not in memory (read it off the event loop instead)."""
+
+
 class ChunkCache:
     """A thread-safe LRU of decoded chunks, bounded in bytes."""
 
@@ -35,11 +39,14 @@ class ChunkCache:
         self._lock = threading.Lock()
 
     def get(self, key: tuple, load) -> np.ndarray:
-        """The chunk under ``key``, calling ``load()`` to decode it when it is not cached."""
+        """The chunk under ``key``, calling ``load()`` to decode it when it is not cached (NotCached if ``load`` is
+        None)."""
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
+        if load is None:
+            raise NotCached(key)
         value = load()
         with self._lock:
             if key not in self._items:
@@ -89,6 +96,11 @@ class OpenCube:
         return self.spec.times
 
     @cached_property
+    def dates(self) -> list[str]:
+        """The days as ISO strings, for answers."""
+        return list(self.times.strftime("%Y-%m-%d"))
+
+    @cached_property
     def land(self) -> np.ndarray:
         return self.group["land_mask"][:] == 1
 
@@ -124,17 +136,23 @@ class OpenCube:
     def local(self, row: int, col: int) -> tuple[int, int]:
         return row - self.origin[0], col - self.origin[1]
 
-    def series(self, name: str, i: int, j: int, t0: int, t1: int) -> np.ndarray:
-        """Days ``t0:t1`` of variable ``name`` at local cell (i, j), through the chunk cache."""
+    def prepare(self) -> None:
+        """Read everything a point query needs besides chunks (metadata, coordinates, static layers)."""
+        _ = self.requested, self.origin, self.land, self.igbp, self.arrays, self.dates, self.description, self.lat
+        self.ready = True
+
+    ready = False  # whether `prepare` ran: cache-only queries need it
+
+    def series(self, name: str, i: int, j: int, t0: int, t1: int, cached_only: bool = False) -> np.ndarray:
+        """Days ``t0:t1`` of variable ``name`` at local cell (i, j), through the chunk cache; ``cached_only`` raises
+        NotCached rather than reading the store."""
         array = self.arrays[name]
         ct, cy, cx = array.chunks
         parts = []
         for k in range(t0 // ct, (t1 - 1) // ct + 1):
             y, x = i // cy, j // cx
-            chunk = self.cache.get(
-                (str(self.path), self.token, name, k, y, x),
-                lambda k=k, y=y, x=x: array[k * ct : (k + 1) * ct, y * cy : (y + 1) * cy, x * cx : (x + 1) * cx],
-            )
+            load = lambda k=k, y=y, x=x: array[k * ct : (k + 1) * ct, y * cy : (y + 1) * cy, x * cx : (x + 1) * cx]  # noqa: E731
+            chunk = self.cache.get((str(self.path), self.token, name, k, y, x), None if cached_only else load)
             lo, hi = max(t0 - k * ct, 0), min(t1 - k * ct, chunk.shape[0])
             parts.append(chunk[lo:hi, i - y * cy, j - x * cx])
         return np.concatenate(parts)

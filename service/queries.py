@@ -13,7 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from jobs import grid
-from service.catalog import Catalog, OpenCube
+from service.catalog import Catalog, NotCached, OpenCube
 from tamrl.errors import DataError, NotFoundError, TooLargeError
 from tamrl.features import TARGET_UNITS, TARGETS
 
@@ -75,11 +75,19 @@ def parse_variables(text: str | None) -> list[str]:
 
 
 def point(catalog: Catalog, lat: float, lon: float, period: Period, variables: list[str],
-          cube_name: str | None = None) -> PointSeries:  # fmt: skip
+          cube_name: str | None = None, cached_only: bool = False) -> PointSeries:  # fmt: skip
     """The daily series (mean and ensemble spread) of the cell holding (lat, lon), from the cube (or the one named)
-    whose computed bbox holds the cell and which covers most of ``period`` (the first by name on a tie)."""
+    whose computed bbox holds the cell and which covers most of ``period`` (the first by name on a tie).
+
+    ``cached_only``: answer from memory only, raising NotCached where that would need a read from a store.
+    """
     row, col = grid.cell_index(lat, lon)
     cubes = [catalog.get(cube_name)] if cube_name else catalog.cubes()
+    for cube in cubes:
+        if cached_only and not cube.ready:
+            raise NotCached(cube.name)
+        if not cube.ready:
+            cube.prepare()
     holding = [c for c in cubes if c.contains(row, col)]
     if not holding:
         centre = f"{grid.lat_coords()[row]:.3f}, {grid.lon_coords()[col]:.3f}"
@@ -96,8 +104,8 @@ def point(catalog: Catalog, lat: float, lon: float, period: Period, variables: l
         )
     values = {}
     for name in variables:
-        values[name] = cube.series(name, i, j, days.start, days.stop)
-        values[f"{name}_std"] = cube.series(f"{name}_std", i, j, days.start, days.stop)
+        for key in (name, f"{name}_std"):
+            values[key] = cube.series(key, i, j, days.start, days.stop, cached_only)
     return PointSeries(cube, (i, j), days, values)
 
 
