@@ -43,7 +43,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bbox", required=True, metavar="W,S,E,N", help="region in degrees, e.g. 5,42.5,15,52.5")
     p.add_argument("--start", required=True, help="first day, e.g. 2019-01-01")
     p.add_argument("--end", required=True, help="last day, inclusive")
-    p.add_argument("--out", required=True, help="output Zarr store (path or fsspec URL)")
+    p.add_argument("--out", help="output Zarr store (path or fsspec URL); required unless --dry-run")
     p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core; 0: no Dask)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
     p.add_argument("--overwrite", action="store_true", help="replace an output cube made with other parameters")
@@ -60,6 +60,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--chunks", metavar="TIME,LAT,LON",
                    help="the cube's chunks in days and cells (default: 92,50,50); a tile is 2 x 2 chunks in space")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the job and print its tiles, land pixels, bytes to read and write, and an estimated "
+                   "wall time for --workers workers (calibrated on a sample of its pixels here); write nothing")
     p.set_defaults(func=cmd_upscale)
 
     p = subparsers.add_parser(
@@ -79,15 +82,24 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_upscale(args: argparse.Namespace) -> None:
-    from jobs.engine import upscale
+    from jobs.engine import cores, upscale
+    from jobs.plan import plan_job
 
-    summary = upscale(
-        args.checkpoint, args.drivers, _numbers(args.bbox, "--bbox", float, 4), args.start, args.end, args.out,
-        workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
-        support_years=_numbers(args.support_years, "--support-years", int) if args.support_years else None,
-        members=args.members, precision=args.precision, device=args.device, progress=not args.quiet,
-        chunk=_numbers(args.chunks, "--chunks", int, 3) if args.chunks else None,
-    )  # fmt: skip
+    bbox = _numbers(args.bbox, "--bbox", float, 4)
+    options = {
+        "support_years": _numbers(args.support_years, "--support-years", int) if args.support_years else None,
+        "members": args.members, "precision": args.precision, "device": args.device,
+        "chunk": _numbers(args.chunks, "--chunks", int, 3) if args.chunks else None,
+    }  # fmt: skip
+    if args.dry_run:
+        print(plan_job(args.checkpoint, args.drivers, bbox, args.start, args.end, workers=args.workers or cores(),
+                       **options))  # fmt: skip
+        return
+    if not args.out:
+        raise ConfigError("give --out, the output Zarr store (or --dry-run to only plan the job)")
+    summary = upscale(args.checkpoint, args.drivers, bbox, args.start, args.end, args.out, workers=args.workers,
+                      scheduler=args.scheduler, overwrite=args.overwrite, progress=not args.quiet,
+                      **options)  # fmt: skip
     print(summary)
 
 

@@ -103,6 +103,10 @@ class GridDrivers:
         """Whether any source is labelled synthetic (a ``synthetic`` attribute on the dataset or a variable)."""
         return any(source.synthetic for source in self.sources)
 
+    def array(self, name: str) -> xr.DataArray:
+        """The lazy daily values of variable ``name`` on its own grid (time, lat descending, lon ascending)."""
+        return self._source(name).arrays[name]
+
     def days(self, name: str) -> pd.DatetimeIndex:
         """The days on which variable ``name`` has a time step."""
         return self._source(name).arrays[name].indexes["time"]

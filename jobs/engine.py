@@ -14,6 +14,7 @@ the ledger. Running the same job again skips the tiles in the ledger.
 """
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +53,7 @@ SPINUP_DAYS = 90  # the decoder runs from this many days before the period; only
 SUPPORT_YEARS = 3  # default support set: up to this many whole years of the driver record, evenly spread
 PIXEL_BATCH = 4096  # pixels per predict_arrays call: bounds a task's memory (members x pixels x days x 3 floats)
 DEVICES = ("cpu", "cuda", "auto")
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"  # "<quota> <period>" or "max <period>"
 KOPPEN_SEARCH = 10  # cells (0.5 deg): a land cell without a Koppen group takes the nearest group this close
 
 # glibc malloc of LocalCluster workers: keep freed memory for reuse rather than hand it back to the OS after every
@@ -151,26 +153,11 @@ def upscale(
     guard.
     """
     began = time.perf_counter()
-    rows, cols = grid.bbox_slices(bbox)
-    first, last = _day(start, "start"), _day(end, "end")
-    if last < first:
-        raise ConfigError(f"end {last} is before start {first}")
     workers = _workers(workers, scheduler)
-    bundle = load_bundle(checkpoint)
-    fs = feature_set(bundle["feature_set"])
-    members = _members(bundle, members)
-    if device not in DEVICES:
-        raise ConfigError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
-    check_precision(precision, bundle["model"], torch.device("cpu" if device == "cpu" else "cuda"))
-    source = GridDrivers(drivers)
-    years = _check_drivers(source, fs, rows, cols, first, last, support_years)
-    job = TileJob(
-        checkpoint=bundle["path"], sha256=bundle["sha256"], members=members, precision=precision, device=device,
-        drivers=source.urls,
-        accumulations=source.accumulations, bbox=tuple(float(v) for v in bbox), start=first, end=last,
-        support_years=years,
-    )  # fmt: skip
-    spec = _spec(bundle, job, chunk, tile_chunks, source.synthetic)
+    job, spec, bundle, _ = prepare_job(checkpoint, drivers, bbox, start, end, support_years=support_years,
+                                   chunk=chunk, tile_chunks=tile_chunks, members=members,
+                                   precision=precision, device=device)  # fmt: skip
+    rows, cols = grid.bbox_slices(bbox)
     extent = plan_tiles(spec.bbox, spec.chunk_lat, spec.chunk_lon, spec.tile_chunks)[0]
     igbp = static.igbp(extent.bbox)
     cube = create_cube(str(out), spec, igbp=igbp, extra_attrs=_attrs(bundle, job), overwrite=overwrite)
@@ -192,6 +179,33 @@ def upscale(
         url=str(out), quicklook=png, tiles=len(cube.tiles), tiles_computed=len(todo), land_pixels=int(land.sum()),
         pixels_computed=pixels, days=job.days, seconds=time.perf_counter() - began,
     )  # fmt: skip
+
+
+def prepare_job(
+    checkpoint: str | Path, drivers: str | Sequence[str], bbox: Bbox, start: str | date, end: str | date, *,
+    support_years: Sequence[int] | None = None, chunk: tuple[int | None, int, int] | None = None,
+    tile_chunks: int | None = None, members: int | None = None, precision: str = "float32", device: str = "cpu",
+) -> tuple[TileJob, CubeSpec, dict[str, Any], GridDrivers]:  # fmt: skip
+    """Check a job's arguments against its checkpoint and drivers (see `upscale`) and return what it runs on: the
+    tile job, the cube's spec, the checkpoint bundle and the opened drivers. Writes nothing."""
+    rows, cols = grid.bbox_slices(bbox)
+    first, last = _day(start, "start"), _day(end, "end")
+    if last < first:
+        raise ConfigError(f"end {last} is before start {first}")
+    bundle = load_bundle(checkpoint)
+    fs = feature_set(bundle["feature_set"])
+    members = _members(bundle, members)
+    if device not in DEVICES:
+        raise ConfigError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    check_precision(precision, bundle["model"], torch.device("cpu" if device == "cpu" else "cuda"))
+    source = GridDrivers(drivers)
+    years = _check_drivers(source, fs, rows, cols, first, last, support_years)
+    job = TileJob(
+        checkpoint=bundle["path"], sha256=bundle["sha256"], members=members, precision=precision, device=device,
+        drivers=source.urls, accumulations=source.accumulations, bbox=tuple(float(v) for v in bbox), start=first,
+        end=last, support_years=years,
+    )  # fmt: skip
+    return job, _spec(bundle, job, chunk, tile_chunks, source.synthetic), bundle, source
 
 
 def run_dates(start: date, end: date) -> pd.DatetimeIndex:
@@ -381,7 +395,7 @@ def local_cluster(workers: int | None = None) -> LocalCluster:
     environ = {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in WORKER_MALLOC.items()}
     with dask.config.set(environ):
         return LocalCluster(
-            n_workers=workers or _cores(), threads_per_worker=1, processes=True, dashboard_address=":0"
+            n_workers=workers or cores(), threads_per_worker=1, processes=True, dashboard_address=":0"
         )
 
 
@@ -397,7 +411,7 @@ class TorchThreads(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         slots = self.slots.get(get_address_host(worker.address), worker.state.nthreads)
-        torch.set_num_threads(max(1, _cores() // slots))
+        torch.set_num_threads(max(1, cores() // slots))
 
 
 def _set_torch_threads(client: Client) -> None:
@@ -408,8 +422,14 @@ def _set_torch_threads(client: Client) -> None:
     client.register_plugin(TorchThreads(slots), name="tamrl-torch-threads")
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path(CGROUP_CPU_MAX).read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    return cores if quota == "max" else max(1, min(cores, math.ceil(int(quota) / int(period))))
 
 
 def _workers(workers: int | None, scheduler: str | None) -> int:
@@ -417,7 +437,7 @@ def _workers(workers: int | None, scheduler: str | None) -> int:
         raise ConfigError("give --workers (a local cluster) or --scheduler (an existing one), not both")
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers {workers} must be >= 0 (0 runs the tiles in this process)")
-    return _cores() if workers is None else workers
+    return cores() if workers is None else workers
 
 
 def _members(bundle: dict[str, Any], members: int | None) -> int:

@@ -12,9 +12,10 @@ import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
+import fsspec
 from distributed import LocalCluster
+from fsspec.implementations.local import LocalFileSystem
 
 from jobs.engine import Cancelled, local_cluster, upscale
 from jobs.records import JobRecord, JobState, JobStore
@@ -99,13 +100,15 @@ def _public(message: str, request: dict) -> str:
     return message.replace(request["out"], request["output"]).replace(request["checkpoint_path"], request["checkpoint"])
 
 
-def resolve_output(root: Path, name: str) -> Path:
-    """The cube ``<root>/<name>.zarr``; ConfigError for a name that is not a plain name or would leave ``root``."""
+def resolve_output(root: str, name: str) -> tuple[str, str]:
+    """The name and URL of the cube ``<root>/<name>.zarr`` (``root`` a folder or an fsspec URL); ConfigError for a
+    name that is not a plain name (so could leave ``root``)."""
     stem = name.removesuffix(".zarr")
-    path = (root / f"{stem}.zarr").resolve()
-    if not OUTPUT_NAME.fullmatch(stem) or path.parent != root.resolve():
+    if not OUTPUT_NAME.fullmatch(stem):
         raise ConfigError(
             f"output {name!r} must be a plain name of letters, digits, '_', '-' and '.' (at most 64, no '..', no "
             "path or URL); the cube is written as <name>.zarr in the service's cubes folder"
         )
-    return path
+    fs, base = fsspec.core.url_to_fs(root)
+    path = f"{base.rstrip('/')}/{stem}.zarr"
+    return stem, path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)

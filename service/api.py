@@ -16,6 +16,7 @@ from datetime import date
 from functools import lru_cache, partial
 from typing import Annotated, Literal
 
+import fsspec
 import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -87,7 +88,8 @@ BboxText = Annotated[
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API over ``settings.cubes``; jobs run on the configured Dask cluster and resume on start."""
     settings = settings or Settings()
-    settings.cubes.mkdir(parents=True, exist_ok=True)
+    fs, base = fsspec.core.url_to_fs(settings.cubes)
+    fs.makedirs(base, exist_ok=True)
     catalog = Catalog(settings.cubes, settings.cache_mb << 20)
     store = JobStore(settings.job_database)
     runner = JobRunner(store, RunnerConfig(tuple(settings.drivers), settings.scheduler, settings.workers))
@@ -204,9 +206,9 @@ def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore,
         available = _members(checkpoint)
         if body.members is not None and body.members > available:
             raise ConfigError(f"members {body.members}: {body.checkpoint} has {available}; give 1 to {available}")
-        out = resolve_output(settings.cubes, body.output)
-        request = body.model_dump(mode="json") | {"output": out.stem, "checkpoint_path": checkpoint, "out": str(out)}
-        record, created = store.submit(request, out.stem, taken=out.exists())
+        name, out = resolve_output(settings.cubes, body.output)
+        request = body.model_dump(mode="json") | {"output": name, "checkpoint_path": checkpoint, "out": out}
+        record, created = store.submit(request, name, taken=catalog.fs.exists(out))
         if created:
             runner.submit(record)
         response.headers["Location"] = f"/jobs/{record.id}"

@@ -2,7 +2,7 @@
 
 Only complete cubes (``tamrl_complete = 1``, set by `jobs.writer.Cube.finalize`) are served, so a cube that a job
 is still writing never answers with holes. A cube is re-opened when its root ``zarr.json`` changes (a job
-finalizing or overwriting it), which is checked with one ``stat`` per request.
+finalizing or overwriting it), which is checked with one ``stat`` (or object-store HEAD) per cube and request.
 
 Point queries read through a process-wide cache of decoded chunks (`ChunkCache`): a one-year series of six
 variables touches 24 chunks of about 0.9 MB, and decoding them dominates a query; a cached query is numpy indexing.
@@ -10,15 +10,18 @@ variables touches 24 chunks of about 0.9 MB, and decoding them dominates a query
 
 import json
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
+from fsspec.implementations.local import LocalFileSystem
 
 from jobs import grid
 from jobs.writer import VARIABLES, CubeSpec
@@ -62,13 +65,13 @@ class OpenCube:
     """One complete cube: its spec, coordinates and static layers in memory, its variables read on demand."""
 
     name: str
-    path: Path
-    token: int  # mtime_ns of the root zarr.json when opened
+    path: str  # a local path or a URL
+    token: object  # what identified the root zarr.json's version when opened (`Catalog._token`)
     cache: ChunkCache
 
     @cached_property
     def group(self) -> zarr.Group:
-        return zarr.open_group(str(self.path), mode="r", use_consolidated=False)
+        return zarr.open_group(self.path, mode="r", use_consolidated=False)
 
     @cached_property
     def dataset(self) -> xr.Dataset:
@@ -121,7 +124,9 @@ class OpenCube:
     @cached_property
     def arrays(self) -> dict[str, zarr.Array]:
         """The flux variables, opened once: every zarr group lookup reads metadata from the store."""
-        present = set(self.group.array_keys())
+        with warnings.catch_warnings():  # a cube at a URL holds its quicklook.png, which is no Zarr node
+            warnings.filterwarnings("ignore", message="Object at .* is not recognized", category=UserWarning)
+            present = set(self.group.array_keys())
         return {name: self.group[name] for name in VARIABLES if name in present}
 
     @property
@@ -152,7 +157,7 @@ class OpenCube:
         for k in range(t0 // ct, (t1 - 1) // ct + 1):
             y, x = i // cy, j // cx
             load = lambda k=k, y=y, x=x: array[k * ct : (k + 1) * ct, y * cy : (y + 1) * cy, x * cx : (x + 1) * cx]  # noqa: E731
-            chunk = self.cache.get((str(self.path), self.token, name, k, y, x), None if cached_only else load)
+            chunk = self.cache.get((self.path, self.token, name, k, y, x), None if cached_only else load)
             lo, hi = max(t0 - k * ct, 0), min(t1 - k * ct, chunk.shape[0])
             parts.append(chunk[lo:hi, i - y * cy, j - x * cx])
         return np.concatenate(parts)
@@ -178,27 +183,30 @@ class OpenCube:
 
 
 class Catalog:
-    """The complete cubes under ``root``, by name (the store's folder name without ``.zarr``)."""
+    """The complete cubes under ``root`` (a folder or an fsspec URL such as ``s3://bucket/cubes``), by name (the
+    store's name without ``.zarr``)."""
 
-    def __init__(self, root: Path, cache_bytes: int = 1 << 30):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, cache_bytes: int = 1 << 30):
+        self.root = str(root)
+        self.fs, self.base = fsspec.core.url_to_fs(self.root)
         self.cache = ChunkCache(cache_bytes)
-        self._open: dict[str, tuple[int, OpenCube | None]] = {}  # name -> (token seen, cube if complete)
+        self._open: dict[str, tuple[object, OpenCube | None]] = {}  # name -> (token seen, cube if complete)
         self._lock = threading.Lock()
 
     def cubes(self) -> list[OpenCube]:
         """The complete cubes now, sorted by name; opened or re-opened as their stores changed."""
+        if not self.local:
+            self.fs.invalidate_cache(self.base)  # object-store listings are cached; a new cube must show at once
         found = []
-        for path in sorted(self.root.glob("*.zarr")) if self.root.is_dir() else []:
-            try:
-                token = (path / "zarr.json").stat().st_mtime_ns
-            except OSError:
+        for path in sorted(self.fs.glob(f"{self.base.rstrip('/')}/*.zarr")):
+            token = self._token(path)
+            if token is None:
                 continue
-            name = path.name.removesuffix(".zarr")
+            name = path.rsplit("/", 1)[-1].removesuffix(".zarr")
             with self._lock:
                 seen, cube = self._open.get(name, (None, None))
                 if seen != token:
-                    cube = OpenCube(name, path, token, self.cache) if _complete(path) else None
+                    cube = OpenCube(name, self.url(path), token, self.cache) if self._complete(path) else None
                     self._open[name] = (token, cube)
             if cube is not None:
                 found.append(cube)
@@ -211,14 +219,29 @@ class Catalog:
                 return cube
         raise NotFoundError(f"no complete cube {name!r}; available: {_names(self.cubes())}")
 
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
 
-def _complete(path: Path) -> bool:
-    """Whether the store at ``path`` is a complete tamrl cube (its spec set and every tile finalized)."""
-    try:
-        attrs = json.loads((path / "zarr.json").read_bytes()).get("attributes", {})
-    except (OSError, ValueError):
-        return False
-    return attrs.get("tamrl_complete") == 1 and "tamrl_spec" in attrs
+    def url(self, path: str) -> str:
+        """A store's path as xarray and zarr open it: a plain path locally, else a URL with its protocol."""
+        return path if self.local else self.fs.unstrip_protocol(path)
+
+    def _token(self, path: str) -> object | None:
+        """What changes when a store's root metadata is rewritten: mtime locally, ETag and time on object stores."""
+        try:
+            info = self.fs.info(f"{path}/zarr.json")
+        except (OSError, ValueError):
+            return None
+        return info.get("mtime"), info.get("ETag"), info.get("LastModified"), info.get("size")
+
+    def _complete(self, path: str) -> bool:
+        """Whether the store at ``path`` is a complete tamrl cube (its spec set and every tile finalized)."""
+        try:
+            attrs = json.loads(self.fs.cat_file(f"{path}/zarr.json")).get("attributes", {})
+        except (OSError, ValueError):
+            return False
+        return attrs.get("tamrl_complete") == 1 and "tamrl_spec" in attrs
 
 
 def _names(cubes: list[OpenCube]) -> str:

@@ -4,7 +4,6 @@ Heavy modules (torch, xarray, dask, FastAPI) are imported only when a command ru
 """
 
 import argparse
-from pathlib import Path
 
 from jobs import cli as jobs_cli
 from tamrl import cli as core_cli
@@ -22,7 +21,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    p.add_argument("--cubes", type=Path, help="folder of served cubes, where jobs write too (default: cubes)")
+    p.add_argument("--cubes", help="folder or URL (s3://...) of served cubes, where jobs write too (default: cubes)")
     p.add_argument("--drivers", nargs="+", metavar="URL", help="driver URLs that upscaling jobs read")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run jobs on an existing Dask cluster")
     p.add_argument("--workers", type=int, help="LocalCluster processes for jobs (default: one per core; 0: none)")
@@ -42,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid settings (options or TAMRL_* variables): {problems}") from exc
-    print(f"serving {settings.cubes.resolve()} on http://{args.host}:{args.port} (API documentation: /docs)")
+    print(f"serving {settings.cubes} on http://{args.host}:{args.port} (API documentation: /docs)")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
 
 

@@ -11,7 +11,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TAMRL_", extra="forbid")
 
-    cubes: Path = Field(Path("cubes"), description="folder of the served cubes (*.zarr); jobs write here too")
+    cubes: str = Field(
+        "cubes", description="folder or fsspec URL (s3://bucket/cubes) of the served cubes (*.zarr); jobs write here"
+    )
     drivers: list[str] = Field(default_factory=list, description="driver URLs that upscaling jobs read")
     scheduler: str | None = Field(None, description="address of an existing Dask cluster for jobs")
     workers: int | None = Field(
@@ -22,7 +24,10 @@ class Settings(BaseSettings):
         default_factory=dict, description="checkpoint files jobs may use besides the shipped ones, by name"
     )
     token: SecretStr | None = Field(None, description="bearer token required to submit and delete jobs")
-    database: Path | None = Field(None, description="SQLite file of job records (default: <cubes>/jobs.sqlite)")
+    database: Path | None = Field(
+        None, description="SQLite file of job records (default: <cubes>/jobs.sqlite, or ./tamrl_jobs.sqlite when the "
+        "cubes are at a URL)"
+    )  # fmt: skip
     max_cells: int = Field(
         2_000_000, gt=0, description="largest bbox request, in pixel-days x variables; larger ones get 413"
     )
@@ -37,4 +42,6 @@ class Settings(BaseSettings):
 
     @property
     def job_database(self) -> Path:
-        return self.database or self.cubes / "jobs.sqlite"
+        if self.database is not None:
+            return self.database
+        return Path("tamrl_jobs.sqlite") if "://" in self.cubes else Path(self.cubes) / "jobs.sqlite"

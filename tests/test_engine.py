@@ -291,3 +291,29 @@ def test_device_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back_to_the_c
         run(checkpoint, drivers, tmp_path / "half.zarr", device="cpu", precision="float16")
     auto = run(checkpoint, drivers, tmp_path / "auto.zarr", device="auto")
     np.testing.assert_array_equal(xr.open_zarr(auto.url).GPP.values, cube[0].GPP.values)
+
+
+@pytest.mark.parametrize(("cpu_max", "expected"), [("max 100000", None), ("50000 100000", 1), ("150000 100000", 2)])
+def test_cores_follow_a_container_cpu_quota(cpu_max, expected, tmp_path, monkeypatch):
+    import os
+
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max + "\n")
+    monkeypatch.setattr(engine, "CGROUP_CPU_MAX", str(path))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert engine.cores() == (expected or 4)
+
+
+def test_dry_run_plans_the_job_and_writes_nothing(checkpoint, drivers, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["upscale", "--checkpoint", str(checkpoint), "--drivers", drivers, "--bbox", "10.4,45.4,11.2,45.8",
+                 "--start", START, "--end", END, "--dry-run", "--workers", "4"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "tiles: 1; land pixels: 109" in printed and "days: 60 (6,540 pixel-days)" in printed
+    # 16 x 8 cells of 11 driver variables, float32, over 90 + 60 run days and the support year 2019 (30 days shared)
+    assert f"read: {16 * 8 * 11 * (150 + 365 - 30) * 4 / 1e6:,.1f} MB of daily driver values" in printed
+    assert "estimated wall time with 4 worker(s):" in printed and "pixel-days/s per worker" in printed
+    assert list(tmp_path.iterdir()) == []
+    assert main(["upscale", "--checkpoint", str(checkpoint), "--drivers", drivers, "--bbox", "10.4,45.4,11.2,45.8",
+                 "--start", START, "--end", END]) == 2  # fmt: skip
+    assert "give --out" in capsys.readouterr().err

@@ -43,7 +43,7 @@ def cubes(checkpoint, drivers, tmp_path_factory) -> Path:
 
 
 def service(cubes: Path, checkpoint, drivers, **kw) -> Settings:
-    return Settings(cubes=cubes, drivers=[drivers], workers=0, checkpoints={"tiny": str(checkpoint)}, **kw)
+    return Settings(cubes=str(cubes), drivers=[drivers], workers=0, checkpoints={"tiny": str(checkpoint)}, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,124 @@
+"""Planning a job before running it (``tamrl upscale --dry-run``): its size, its I/O and its wall time.
+
+`plan_job` checks the job exactly as `jobs.engine.upscale` does, counts tiles and land pixels, estimates the bytes
+read (the drivers' daily values at their own resolution, for the run days and the support years) and written (the
+six float32 flux variables, uncompressed), and calibrates the wall time by running the real tile pipeline (driver
+read, features, model) on a sample of the job's own pixels on this machine, one torch thread, as one worker would.
+The estimate assumes the workers scale linearly and are as fast as this machine's cores; it leaves out the Zarr
+writes, which the engine benchmark measured as a few percent of the time.
+"""
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from jobs import grid, static
+from jobs.drivers import GridDrivers
+from jobs.engine import TileJob, cached_predictor, prepare_job, run_dates, support_dates, tile_features
+from jobs.tiles import Tile, plan_tiles
+from jobs.writer import VARIABLES
+from tamrl.errors import DataError
+from tamrl.features import FeatureSet, feature_set
+
+SAMPLE_PIXELS = 64  # pixels of the calibration run
+GLOBAL_LAND_PIXELS = 5_758_230
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a job would do and an estimate of how long it would take."""
+
+    tiles: int
+    land_pixels: int
+    days: int
+    bytes_read: int
+    bytes_written: int
+    seconds_per_pixel: float  # one worker, measured on a sample
+    sample_pixels: int
+    workers: int
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.land_pixels * self.seconds_per_pixel / self.workers
+
+    def __str__(self) -> str:
+        rate = self.days / self.seconds_per_pixel
+        return "\n".join([
+            f"tiles: {self.tiles:,}; land pixels: {self.land_pixels:,} ({self.land_pixels / GLOBAL_LAND_PIXELS:.2%} "
+            f"of the global land); days: {self.days:,} ({self.land_pixels * self.days:,} pixel-days)",
+            f"read: {_size(self.bytes_read)} of daily driver values; write: {_size(self.bytes_written)} of flux "
+            "variables (uncompressed; the demo cube compressed to 73%)",
+            f"calibration: {self.sample_pixels} pixels on this machine, {rate:,.0f} pixel-days/s per worker",
+            f"estimated wall time with {self.workers} worker(s): {_duration(self.wall_seconds)}",
+        ])  # fmt: skip
+
+
+def plan_job(
+    checkpoint: str | Path, drivers: str | Sequence[str], bbox: tuple[float, float, float, float],
+    start: str | date, end: str | date, *, workers: int = 1, **options,
+) -> Plan:  # fmt: skip
+    """The `Plan` of ``upscale(checkpoint, drivers, bbox, start, end, **options)`` on ``workers`` workers."""
+    job, spec, _, source = prepare_job(checkpoint, drivers, bbox, start, end, **options)
+    extent, tiles = plan_tiles(spec.bbox, spec.chunk_lat, spec.chunk_lon, spec.tile_chunks)
+    rows, cols = grid.bbox_slices(bbox)
+    land = static.land_mask(static.igbp(extent.bbox)).values
+    land_pixels = int(land[rows.start - extent.rows.start : rows.stop - extent.rows.start,
+                           cols.start - extent.cols.start : cols.stop - extent.cols.start].sum())  # fmt: skip
+    if not land_pixels:
+        raise DataError(f"bbox {bbox} holds no land cell; there is nothing to compute")
+    fs = feature_set(spec.feature_set)
+    days = run_dates(job.start, job.end).union(support_dates(job.support_years))
+    lat, lon = grid.lat_coords()[rows], grid.lon_coords()[cols]
+    read = sum(_window_bytes(source, name, lat, lon, days) for name in fs.required)
+    written = len(VARIABLES) * len(extent.lat) * len(extent.lon) * job.days * 4
+    seconds, sampled = _calibrate(job, tiles, fs)
+    return Plan(len(tiles), land_pixels, job.days, read, written, seconds, sampled, max(1, workers))
+
+
+def _window_bytes(source: GridDrivers, name: str, lat: np.ndarray, lon: np.ndarray, days: pd.DatetimeIndex) -> int:
+    """Bytes of the daily values of ``name`` on ``days`` within the bbox, at the drivers' own resolution."""
+    da = source.array(name)
+    inside = da.sel(lat=slice(lat.max(), lat.min()), lon=slice(lon.min(), lon.max()))
+    return int(max(inside.sizes["lat"], 1) * max(inside.sizes["lon"], 1) * len(days) * 4)
+
+
+def _calibrate(job: TileJob, tiles: list[Tile], fs: FeatureSet) -> tuple[float, int]:
+    """Seconds per pixel for one worker (one torch thread): reads and features of a tile, the model on a sample."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        predictor = cached_predictor(job.checkpoint, job.sha256, job.members, job.precision, job.device)
+        for tile in tiles:
+            started = time.perf_counter()
+            ii, _, x, x_support, statics = tile_features(tile, job, fs)
+            if len(ii):
+                break
+        prepare = (time.perf_counter() - started) / len(ii)
+        n = min(SAMPLE_PIXELS, len(ii))
+        started = time.perf_counter()
+        predictor.predict_arrays(x[:n], statics[:n], x_support[:n])
+        return prepare + (time.perf_counter() - started) / n, n
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1000
+    return f"{n} B"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
