@@ -56,6 +56,8 @@ class Plan:
             "variables (uncompressed; the demo cube compressed to 73%)",
             f"calibration: {self.sample_pixels} pixels on this machine, {rate:,.0f} pixel-days/s per worker",
             f"estimated wall time with {self.workers} worker(s): {_duration(self.wall_seconds)}",
+            f"at this rate a global year ({GLOBAL_LAND_PIXELS:,} land pixels x 365 days) would take "
+            f"{_duration(GLOBAL_LAND_PIXELS * 365 / rate / self.workers)} with {self.workers} worker(s)",
         ])  # fmt: skip
 
 
