@@ -40,10 +40,10 @@ from jobs import grid, static
 from jobs.drivers import GridDrivers
 from jobs.quicklook import write_quicklook
 from jobs.tiles import CubeExtent, Tile, plan_tiles
-from jobs.writer import VARIABLES, Cube, CubeSpec, create_cube
+from jobs.writer import VARIABLES, Cube, CubeSpec, create_cube, exclusive
 from tamrl.checkpoint import load_bundle
 from tamrl.errors import CheckpointError, ConfigError, DataError
-from tamrl.features import TARGETS, FeatureSet, check_drivers, dynamic_features, feature_set, static_features
+from tamrl.features import MET, TARGETS, FeatureSet, check_drivers, dynamic_features, feature_set, static_features
 from tamrl.predict import Predictor, check_precision
 from tamrl.windows import WINDOW
 
@@ -160,25 +160,26 @@ def upscale(
     rows, cols = grid.bbox_slices(bbox)
     extent = plan_tiles(spec.bbox, spec.chunk_lat, spec.chunk_lon, spec.tile_chunks)[0]
     igbp = static.igbp(extent.bbox)
-    cube = create_cube(str(out), spec, igbp=igbp, extra_attrs=_attrs(bundle, job), overwrite=overwrite)
-    done = cube.finished()
-    todo = [tile for tile in cube.tiles if tile.id not in done]
-    report = on_progress or (lambda done, total: None)
-    report(len(cube.tiles) - len(todo), len(cube.tiles))
-    pixels = 0
-    with tqdm(total=len(todo), unit="tile", desc="upscale", disable=not progress) as bar:
-        results = _tile_results(cube, todo, job, workers, scheduler, stop or (lambda: False))
-        for finished, n in enumerate(results, start=1):
-            pixels += n
-            bar.update()
-            report(len(cube.tiles) - len(todo) + finished, len(cube.tiles))
-    cube.finalize()
-    png = write_quicklook(str(out))
-    land = static.land_mask(igbp).values[_local(rows, extent.rows), _local(cols, extent.cols)]
-    return Summary(
-        url=str(out), quicklook=png, tiles=len(cube.tiles), tiles_computed=len(todo), land_pixels=int(land.sum()),
-        pixels_computed=pixels, days=job.days, seconds=time.perf_counter() - began,
-    )  # fmt: skip
+    with exclusive(str(out)):  # one job at a time per output
+        cube = create_cube(str(out), spec, igbp=igbp, extra_attrs=_attrs(bundle, job), overwrite=overwrite)
+        done = cube.finished()
+        todo = [tile for tile in cube.tiles if tile.id not in done]
+        report = on_progress or (lambda done, total: None)
+        report(len(cube.tiles) - len(todo), len(cube.tiles))
+        pixels = 0
+        with tqdm(total=len(todo), unit="tile", desc="upscale", disable=not progress) as bar:
+            results = _tile_results(cube, todo, job, workers, scheduler, stop or (lambda: False))
+            for finished, n in enumerate(results, start=1):
+                pixels += n
+                bar.update()
+                report(len(cube.tiles) - len(todo) + finished, len(cube.tiles))
+        cube.finalize()
+        png = write_quicklook(str(out))
+        land = static.land_mask(igbp).values[_local(rows, extent.rows), _local(cols, extent.cols)]
+        return Summary(
+            url=str(out), quicklook=png, tiles=len(cube.tiles), tiles_computed=len(todo), land_pixels=int(land.sum()),
+            pixels_computed=pixels, days=job.days, seconds=time.perf_counter() - began,
+        )  # fmt: skip
 
 
 def prepare_job(
@@ -273,11 +274,30 @@ def tile_features(
     blocks = cached_drivers(job.drivers, job.accumulations).read(tile.rows, tile.cols, days, fs.required)
     series = {name: block[:, ii, jj] for name, block in blocks.items()}  # (days, pixels)
     del blocks  # the whole tile's blocks: free them before the features are built
+    _check_gaps(series, days, tile)
     x, x_support = _dynamic(fs, series, days, run), _dynamic(fs, series, days, support)
     lat, lon = grid.lat_coords()[tile.rows][ii], grid.lon_coords()[tile.cols][jj]
     statics = np.stack([static_features(fs, *cell) for cell in zip(lat, lon, igbp, koppen, strict=True)])
     ok = np.isfinite(x).all(axis=(1, 2)) & np.isfinite(x_support).all(axis=(1, 2))
     return ii[ok], jj[ok], x[ok], x_support[ok], statics[ok]
+
+
+def _check_gaps(series: dict[str, np.ndarray], days: pd.DatetimeIndex, tile: Tile) -> None:
+    """DataError for meteorology with gaps at a land cell: ERA5 has none, so a gap means a missing or damaged file
+    (or a day the drivers only partly cover). A cell with no value on any day (e.g. ERA5-Land at the coast) is
+    skipped instead; reflectance gaps are expected (clouds) and filled."""
+    for name in MET:
+        if name not in series:
+            continue
+        missing = np.isnan(series[name])
+        gaps = missing.any(axis=0) & ~missing.all(axis=0)
+        if gaps.any():
+            first = days[np.argmax(missing[:, gaps].any(axis=1))]
+            raise DataError(
+                f"the drivers' {name} has gaps (NaN) at {int(gaps.sum())} land cell(s) of tile {tile.id}, first on "
+                f"{first:%Y-%m-%d}: meteorology must be complete; check for a missing, truncated or damaged driver "
+                "file, or days the drivers only partly cover"
+            )
 
 
 _PREDICTORS: dict[tuple[str, str, int, str, str], Predictor] = {}

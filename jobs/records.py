@@ -82,6 +82,15 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
+        self._refresh_live()
+
+    def live_outputs(self) -> frozenset[str]:
+        """Outputs of live jobs, kept in memory (read per query, so no database call): what a service must not
+        serve yet, since a live job's cube may be complete on disk a moment before its record says so."""
+        return self._live
+
+    def _refresh_live(self) -> None:
+        self._live = frozenset(record.output for record in self.live())
 
     def submit(self, request: dict[str, Any], output: str, taken: bool = False) -> tuple[JobRecord, bool]:
         """The job for ``request`` writing ``output``, and whether it was created now (else it existed).
@@ -115,6 +124,7 @@ class JobStore:
                 "INSERT INTO jobs (id, request_key, request, output, state, created, updated) VALUES (?,?,?,?,?,?,?)",
                 (job_id, key, json.dumps(request, default=str), output, JobState.accepted, now, now),
             )
+        self._refresh_live()
         return self.get(job_id), True
 
     def get(self, job_id: str) -> JobRecord:
@@ -164,6 +174,7 @@ class JobStore:
                 "UPDATE jobs SET state = ?, error = ?, updated = ?, finished = ? WHERE id = ? AND state != ?",
                 (state, error, now, now, job_id, JobState.dismissed),
             )
+        self._refresh_live()
 
     def dismiss(self, job_id: str) -> JobRecord:
         """Dismiss a live job (its runner stops between tiles); dismissing a dismissed job changes nothing.
@@ -176,6 +187,7 @@ class JobStore:
                 "UPDATE jobs SET state = ?, updated = ?, finished = ? WHERE id = ? AND state IN (?, ?)",
                 (JobState.dismissed, now, now, job_id, *LIVE),
             )
+        self._refresh_live()
         record = self.get(job_id)
         if record.state not in (JobState.dismissed, *LIVE):
             raise ConflictError(f"job {job_id} has already ended ({record.state}); there is nothing to stop")

@@ -32,6 +32,7 @@ class RunnerConfig:
     drivers: tuple[str, ...]  # driver URLs every job reads
     scheduler: str | None = None  # an existing Dask cluster
     workers: int | None = None  # else a LocalCluster of this many processes (default: one per core); 0: in-process
+    chunks: tuple[int, int, int] | None = None  # of the cubes jobs write (default: jobs.writer's)
 
 
 class JobRunner:
@@ -40,12 +41,19 @@ class JobRunner:
     def __init__(self, store: JobStore, config: RunnerConfig):
         self.store = store
         self.config = config
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tamrl-job")
         self._cluster: LocalCluster | None = None
+        self._open()
+
+    def _open(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tamrl-job")
         self._closing = threading.Event()
 
     def start(self) -> list[JobRecord]:
-        """Start the LocalCluster (unless a scheduler is given or workers is 0) and queue every live job again."""
+        """Start the LocalCluster (unless a scheduler is given or workers is 0) and queue every live job again.
+
+        A runner that was closed starts afresh (an app whose lifespan runs twice, as test clients do)."""
+        if self._closing.is_set():
+            self._open()
         if self.config.scheduler is None and self.config.workers != 0:
             self._cluster = local_cluster(self.config.workers)
         live = self.store.live()
@@ -80,7 +88,7 @@ class JobRunner:
                 request["checkpoint_path"], list(self.config.drivers), tuple(request["bbox"]), request["start"],
                 request["end"], request["out"], workers=0 if self.scheduler is None else None,
                 scheduler=self.scheduler, support_years=request.get("support_years"), members=request.get("members"),
-                precision=request.get("precision", "float32"), progress=False,
+                precision=request.get("precision", "float32"), chunk=self.config.chunks, progress=False,
                 on_progress=lambda done, total: self.store.progress(job_id, done, total),
                 stop=lambda: self._closing.is_set() or self.store.get(job_id).state == JobState.dismissed,
             )  # fmt: skip

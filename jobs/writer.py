@@ -8,7 +8,11 @@ consolidates the metadata once every tile is in the ledger. Re-running a job wit
 """
 
 import json
+import os
+import socket
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -18,13 +22,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
+from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from jobs import grid, static
 from jobs.tiles import CubeExtent, Tile, plan_tiles
 from tamrl import __version__
 from tamrl.checkpoint import FLUXNET_ATTRIBUTION
-from tamrl.errors import ConfigError, DataError
+from tamrl.errors import ConfigError, ConflictError, DataError
 from tamrl.features import FEATURE_SETS, TARGET_UNITS, TARGETS
 
 VARIABLES = (*TARGETS, *(f"{t}_std" for t in TARGETS))
@@ -143,14 +148,15 @@ class Cube:
         chunk. Values off land (``land_mask`` 0) must be NaN, as the cube promises. The marker is written after the
         data: a crash in between leaves the tile to be computed again.
         """
-        group = _open_group(self.url, self.storage_options, mode="r+")
-        _check_aligned(tile, group[VARIABLES[0]])
-        data = _checked_values(values, (len(self.spec.times), *tile.shape))
-        _check_nan_off_land(tile, data, group["land_mask"][tile.cube_rows, tile.cube_cols] == 1)
-        for name in VARIABLES:
-            group[name][:, tile.cube_rows, tile.cube_cols] = data[name]
-        fs, root = _fs(self.url, self.storage_options)
-        fs.pipe_file(f"{root}/{LEDGER}/{tile.id}", datetime.now(UTC).isoformat().encode())
+        with writing(self.url):
+            group = _open_group(self.url, self.storage_options, mode="r+")
+            _check_aligned(tile, group[VARIABLES[0]])
+            data = _checked_values(values, (len(self.spec.times), *tile.shape))
+            _check_nan_off_land(tile, data, group["land_mask"][tile.cube_rows, tile.cube_cols] == 1)
+            for name in VARIABLES:
+                group[name][:, tile.cube_rows, tile.cube_cols] = data[name]
+            fs, root = _fs(self.url, self.storage_options)
+            fs.pipe_file(f"{root}/{LEDGER}/{tile.id}", datetime.now(UTC).isoformat().encode())
 
     def finalize(self) -> None:
         """Mark the cube complete (``tamrl_complete = 1``) and consolidate its metadata, once every tile is done.
@@ -164,6 +170,10 @@ class Cube:
                 f"cube {self.url} lacks {len(missing)} of {len(ids)} tiles (first: {', '.join(missing[:3])}); "
                 "run the job again to compute them, then finalize"
             )
+        with writing(self.url):
+            self._mark_complete()
+
+    def _mark_complete(self) -> None:
         group = _open_group(self.url, self.storage_options, mode="r+")
         group.attrs["tamrl_complete"] = 1
         with warnings.catch_warnings():
@@ -190,6 +200,12 @@ def create_cube(
     ``overwrite``, which deletes it (ledger included) and starts afresh. ``url`` is a local path or any fsspec
     URL (``s3://``, ``memory://``, ...), opened with ``storage_options``.
     """
+    with writing(url):
+        return _create(url, spec, igbp, extra_attrs, overwrite, storage_options)
+
+
+def _create(url: str, spec: CubeSpec, igbp: xr.DataArray, extra_attrs: dict | None, overwrite: bool,
+            storage_options: dict | None) -> Cube:  # fmt: skip
     cube = Cube(url, spec, storage_options)
     fs, root = _fs(url, storage_options)
     if overwrite and fs.exists(root):
@@ -217,6 +233,82 @@ def create_cube(
     # the spec goes in last: a template interrupted before this point is never taken for a complete one
     group.attrs["tamrl_spec"] = spec.model_dump_json()
     return cube
+
+
+@contextmanager
+def exclusive(url: str, storage_options: dict | None = None) -> Iterator[None]:
+    """Hold the lock ``<url>.lock`` while one job writes the cube at ``url``; ConflictError if another job holds it.
+
+    The lock names its holder's host and process. One left by a process that died on this host is taken over; one
+    from another host is honoured until deleted. On a local disk taking the lock is atomic; on an object store it is
+    a check then a write, so two jobs started in the same instant could both get it.
+    """
+    fs, root = _fs(url, storage_options)
+    path = f"{root.rstrip('/')}.lock"
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": datetime.now(UTC).isoformat(timespec="seconds")}
+    for _ in range(2):
+        if _try_lock(fs, path, me):
+            break
+        holder = _holder(fs, path)
+        if holder.get("host") == me["host"] and not _alive(holder.get("pid")):
+            fs.rm_file(path)  # its process is gone: a killed job
+            continue
+        raise ConflictError(
+            f"another tamrl job (pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}) is "
+            f"writing {url}; wait for it to end or stop it (if it is gone, delete {path})"
+        )
+    try:
+        yield
+    finally:
+        with suppress(OSError):
+            fs.rm_file(path)
+
+
+def _try_lock(fs: fsspec.AbstractFileSystem, path: str, me: dict) -> bool:
+    body = json.dumps(me).encode()
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(fs._parent(path), exist_ok=True)
+        try:
+            with open(path, "xb") as f:  # O_EXCL: atomic
+                f.write(body)
+        except FileExistsError:
+            return False
+        return True
+    if fs.exists(path):
+        return False
+    fs.pipe_file(path, body)
+    return True
+
+
+def _holder(fs: fsspec.AbstractFileSystem, path: str) -> dict:
+    try:
+        return json.loads(fs.cat_file(path))
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def writing(url: str) -> Iterator[None]:
+    """Turn a failing write (read-only location, full disk, lost connection) into a DataError that says so."""
+    try:
+        yield
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the cube at {url} ({type(exc).__name__}: {exc}); check that the location is writable and "
+            "has space, then run the job again to resume"
+        ) from exc
 
 
 def _template(spec: CubeSpec, extent: CubeExtent, igbp: xr.DataArray) -> xr.Dataset:

@@ -69,7 +69,10 @@ ERROR_STATUS: dict[type[TamrlError], int] = {
 }
 MAX_BODY_BYTES = 16_384
 PRIVATE = ("out", "checkpoint_path")  # job request fields that name server paths: never shown
-PROBLEMS = {status: {"model": Problem} for status in (401, 404, 409, 413, 422)}
+PROBLEMS = {status: {"model": Problem} for status in (400, 401, 404, 409, 413, 422)}
+JOB_LINKS = {  # OpenAPI links: a submitted job's id is what GET and DELETE /jobs/{job_id} take
+    op: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}} for op in ("getJob", "deleteJob")
+}
 
 Lat = Annotated[float, Query(ge=-90, le=90, description="latitude in degrees north", examples=[47.3])]
 Lon = Annotated[float, Query(ge=-180, le=180, description="longitude in degrees east, -180..180", examples=[8.5])]
@@ -88,11 +91,16 @@ BboxText = Annotated[
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API over ``settings.cubes``; jobs run on the configured Dask cluster and resume on start."""
     settings = settings or Settings()
-    fs, base = fsspec.core.url_to_fs(settings.cubes)
-    fs.makedirs(base, exist_ok=True)
-    catalog = Catalog(settings.cubes, settings.cache_mb << 20)
+    try:
+        fs, base = fsspec.core.url_to_fs(settings.cubes)
+        fs.makedirs(base, exist_ok=True)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ConfigError(f"cannot use {settings.cubes} as the cubes folder ({type(exc).__name__}: {exc})") from exc
     store = JobStore(settings.job_database)
-    runner = JobRunner(store, RunnerConfig(tuple(settings.drivers), settings.scheduler, settings.workers))
+    catalog = Catalog(settings.cubes, settings.cache_mb << 20, hidden=store.live_outputs)
+    runner = JobRunner(
+        store, RunnerConfig(tuple(settings.drivers), settings.scheduler, settings.workers, settings.job_chunks)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -107,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "maps, and upscaling jobs. Fluxes in g C m-2 d-1; NEE positive means a source to the atmosphere. Models "
         "trained on FLUXNET2015 data (CC-BY-4.0).",
         lifespan=lifespan,
+        responses=PROBLEMS,  # every 4xx body is a Problem, validation errors included
     )  # fmt: skip
     app.state.settings, app.state.catalog, app.state.store, app.state.runner = settings, catalog, store, runner
     _errors(app)
@@ -194,7 +203,7 @@ def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore,
 
     @app.post(
         "/upscale", status_code=202, response_model=JobInfo, tags=["jobs"], dependencies=[Depends(authorised)],
-        responses=PROBLEMS,
+        responses={202: {"links": JOB_LINKS}, **PROBLEMS}, operation_id="submitUpscale",
     )  # fmt: skip
     def submit(body: UpscaleRequest, response: Response) -> dict:
         """Queue an upscaling job (or return the same request's job); its cube appears under /cubes when done."""
@@ -219,13 +228,14 @@ def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore,
         """The newest jobs first."""
         return [_job(record) for record in store.recent(limit)]
 
-    @app.get("/jobs/{job_id}", response_model=JobInfo, responses=PROBLEMS, tags=["jobs"])
+    @app.get("/jobs/{job_id}", response_model=JobInfo, responses=PROBLEMS, tags=["jobs"], operation_id="getJob")
     def get_job(job_id: str) -> dict:
         """A job's state, progress (tiles done of total), timestamps, error and output."""
         return _job(store.get(job_id))
 
     @app.delete(
-        "/jobs/{job_id}", response_model=JobInfo, responses=PROBLEMS, tags=["jobs"], dependencies=[Depends(authorised)]
+        "/jobs/{job_id}", response_model=JobInfo, responses=PROBLEMS, tags=["jobs"], dependencies=[Depends(authorised)],
+        operation_id="deleteJob",
     )
     def delete_job(job_id: str) -> dict:
         """Dismiss a job: a queued one never starts, a running one stops between tiles (finished tiles are kept)."""

@@ -12,6 +12,7 @@ import json
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -186,8 +187,10 @@ class Catalog:
     """The complete cubes under ``root`` (a folder or an fsspec URL such as ``s3://bucket/cubes``), by name (the
     store's name without ``.zarr``)."""
 
-    def __init__(self, root: str | Path, cache_bytes: int = 1 << 30):
+    def __init__(self, root: str | Path, cache_bytes: int = 1 << 30, hidden: Callable[[], Set[str]] = frozenset):
+        """``hidden()``: names not to serve even when complete (the outputs of live jobs)."""
         self.root = str(root)
+        self.hidden = hidden
         self.fs, self.base = fsspec.core.url_to_fs(self.root)
         self.cache = ChunkCache(cache_bytes)
         self._open: dict[str, tuple[object, OpenCube | None]] = {}  # name -> (token seen, cube if complete)
@@ -203,6 +206,8 @@ class Catalog:
             if token is None:
                 continue
             name = path.rsplit("/", 1)[-1].removesuffix(".zarr")
+            if name in self.hidden():
+                continue
             with self._lock:
                 seen, cube = self._open.get(name, (None, None))
                 if seen != token:

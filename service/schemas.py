@@ -1,7 +1,7 @@
 """The service's request and response bodies, typed for validation and for a complete OpenAPI schema."""
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -10,6 +10,8 @@ from tamrl.errors import DataError
 
 Flux = Literal["GPP", "RECO", "NEE"]
 EXAMPLE_BBOX = (7.5, 45.0, 10.0, 47.5)
+# a list rather than a tuple: OpenAPI tools read a plain array of 4 numbers more widely than prefixItems
+Bbox = Annotated[list[float], Field(min_length=4, max_length=4)]
 
 
 class Problem(BaseModel):
@@ -57,7 +59,7 @@ class CubeInfo(BaseModel):
     """A served cube: extent, period, variables and provenance."""
 
     name: str
-    bbox: tuple[float, float, float, float] = Field(description="(W, S, E, N) computed, in degrees")
+    bbox: Bbox = Field(description="(W, S, E, N) computed, in degrees")
     start: date
     end: date
     variables: list[str]
@@ -80,7 +82,7 @@ class RegionalResponse(BaseModel):
     """Area-weighted total (Tg C over the period) or mean (g C m-2 d-1) per variable over a bbox."""
 
     cube: str
-    bbox: tuple[float, float, float, float]
+    bbox: Bbox
     start: date
     end: date
     aggregate: Literal["total", "mean"]
@@ -115,7 +117,7 @@ class UpscaleRequest(BaseModel):
         },
     )
 
-    bbox: tuple[float, float, float, float] = Field(description="(W, S, E, N) in degrees, W < E, S < N")
+    bbox: Bbox = Field(description="(W, S, E, N) in degrees, W < E, S < N")
     start: date
     end: date = Field(description="last day, inclusive")
     checkpoint: str = Field("default", max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="checkpoint name")
@@ -128,7 +130,7 @@ class UpscaleRequest(BaseModel):
 
     @field_validator("bbox")
     @classmethod
-    def _bbox_on_the_grid(cls, bbox: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    def _bbox_on_the_grid(cls, bbox: list[float]) -> list[float]:
         try:
             grid.bbox_slices(bbox)
         except DataError as exc:

@@ -100,3 +100,26 @@ def test_a_worker_killed_mid_run_still_gives_the_complete_cube(cluster, local, c
     assert got.attrs["tamrl_complete"] == 1
     for name in VARIABLES:
         np.testing.assert_array_equal(got[name].values, local(1)[name].values)
+
+
+def test_the_service_runs_its_jobs_on_the_configured_cluster(cluster, local, checkpoint, drivers, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from service.api import create_app
+    from service.settings import Settings
+
+    address, _ = cluster
+    settings = Settings(cubes=str(tmp_path), drivers=[drivers], scheduler=address, job_chunks=TILES["chunk"],
+                        checkpoints={"tiny": str(checkpoint)})  # fmt: skip
+    job = {"bbox": list(GARDA), "start": START, "end": END, "checkpoint": "tiny", "output": "on_cluster"}
+    with TestClient(create_app(settings)) as client, Client(address) as watcher:
+        location = client.post("/upscale", json=job).headers["location"]
+        for _ in range(600):
+            state = client.get(location).json()
+            if state["state"] not in ("accepted", "running"):
+                break
+            time.sleep(0.1)
+        assert state["state"] == "successful", state
+        assert "run_tile" in watcher.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+    got = xr.open_zarr(tmp_path / "on_cluster.zarr").load()
+    np.testing.assert_array_equal(got.GPP.values, local(2).GPP.values)

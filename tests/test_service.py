@@ -7,6 +7,7 @@ served folder; jobs run in the service process (``workers=0``) so they finish in
 import io
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ import xarray as xr
 from conftest import GARDA
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import positive_data_acceptance, use_after_free
 
 from jobs import engine, grid
 from jobs.records import JobStore
@@ -376,6 +377,7 @@ def test_fuzzed_requests_never_get_a_5xx_and_match_the_schema(locked):
             case.validate_response(response, excluded_checks=[positive_data_acceptance])
 
         check()
+    print(f"stateless run: {len(calls)} calls")
     assert len(calls) >= 100 and not [c for c in calls if c >= 500]
 
 
@@ -427,3 +429,50 @@ def test_jobs_are_checked_before_they_are_accepted(client, cubes):
     late = client.post("/upscale", json=JOB | {"output": "late2", "start": "2021-01-01", "end": "2021-01-02"})
     job = wait_for(client, late.json()["id"])
     assert job["state"] == "failed" and str(cubes) not in job["error"]
+
+
+STATEFUL_EXAMPLES = 30  # sequences of at most 10 calls: bounded so CI stays quick
+
+
+def test_stateful_fuzzing_of_jobs_never_gets_a_5xx(cubes, checkpoint, drivers, tmp_path, monkeypatch):
+    """Sequences of POST /upscale, then GET and DELETE /jobs/{id} with the id it returned (OpenAPI links).
+
+    Hypothesis replays sequences, so every sequence starts from an empty job table and jobs are queued but never
+    run (their states then depend on the calls alone, not on timing): what is fuzzed is the HTTP layer and the job
+    records, not the engine (the other tests run jobs).
+    """
+    settings_ = service(cubes, checkpoint, drivers, token=TOKEN, database=tmp_path / "jobs.sqlite")
+    app = create_app(settings_)
+    monkeypatch.setattr(app.state.runner, "submit", lambda record: None)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    store, calls = app.state.store, []
+
+    class Jobs(schema.as_state_machine()):
+        def setup(self):
+            with sqlite3.connect(store.path) as db:
+                db.execute("DELETE FROM jobs")
+            store._refresh_live()
+
+        def get_call_kwargs(self, case):
+            return {"headers": {"Authorization": f"Bearer {TOKEN}"}}
+
+        def after_call(self, response, case):
+            super().after_call(response, case)
+            calls.append((case.operation.label, response.status_code))
+            assert response.status_code < 500, f"{case.operation.label}: {response.text}"
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            # as in the stateless run, schema-valid but refused requests (a bbox off the globe) are not failures; and a
+            # dismissed job stays readable (GET /jobs/{id} answers state "dismissed"), by design, not a use after free
+            case.validate_response(response, additional_checks=additional_checks, transport_kwargs=kwargs or None,
+                                   excluded_checks=[positive_data_acceptance, use_after_free],
+                                   recorder=self.recorder)  # fmt: skip
+
+    Jobs.run(settings=settings(max_examples=STATEFUL_EXAMPLES, stateful_step_count=10, deadline=None, database=None,
+                               suppress_health_check=list(HealthCheck)))  # fmt: skip
+    print(f"stateful run: {len(calls)} calls in {STATEFUL_EXAMPLES} sequences")
+    operations = {label for label, _ in calls}
+    assert {"POST /upscale", "GET /jobs/{job_id}", "DELETE /jobs/{job_id}"} <= operations, operations
+    assert not [c for c in calls if c[1] >= 500]
+    linked = [status for label, status in calls if label != "POST /upscale"]
+    assert 200 in linked  # the links reached real jobs
