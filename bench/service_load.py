@@ -73,7 +73,7 @@ def main() -> None:
         last = np.mean([m for t, m in rss if t >= args.seconds - 10])
         print(f"service RSS: first 10 s {first:.0f} MB, last 10 s {last:.0f} MB ({last / first - 1:+.1%}; target "
               f"within 10%); peak {max(m for _, m in rss):.0f} MB")  # fmt: skip
-        print(f"job during the load: {job['state']}, tiles {job['progress']['tiles_done']} of "
+        print(f"job during the load: {job['state']} {job['error'] or ''}, tiles {job['progress']['tiles_done']} of "
               f"{job['progress']['tiles_total']}")  # fmt: skip
         for error in load.errors[:5]:
             print("  error:", error)

@@ -379,7 +379,7 @@ def _tile_results(
     with _client(workers, scheduler) as client:
         futures = [client.submit(run_tile, cube, tile, job, pure=False) for tile in tiles]
         try:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=client.loop):
                 yield future.result()
                 _check_stop(stop)
         finally:
@@ -397,14 +397,18 @@ def _check_stop(stop: Callable[[], bool]) -> None:
 
 @contextmanager
 def _client(workers: int, scheduler: str | None) -> Iterator[Client]:
-    """A Dask client on ``scheduler``, or on a LocalCluster of ``workers`` single-threaded processes."""
+    """A Dask client on ``scheduler``, or on a LocalCluster of ``workers`` single-threaded processes.
+
+    Never the process's default client: a service answers queries with dask while a job runs, and those must not be
+    sent to the job's cluster (they were, and failed when the job closed its client).
+    """
     _quiet_dask()
     if scheduler is not None:
-        with Client(scheduler) as client:
+        with Client(scheduler, set_as_default=False) as client:
             _set_torch_threads(client)
             yield client
         return
-    with local_cluster(workers) as cluster, Client(cluster) as client:
+    with local_cluster(workers) as cluster, Client(cluster, set_as_default=False) as client:
         _set_torch_threads(client)
         yield client
 

@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid settings (options or TAMRL_* variables): {problems}") from exc
     print(f"serving {settings.cubes} on http://{args.host}:{args.port} (API documentation: /docs)")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -317,3 +317,14 @@ def test_dry_run_plans_the_job_and_writes_nothing(checkpoint, drivers, tmp_path,
     assert main(["upscale", "--checkpoint", str(checkpoint), "--drivers", drivers, "--bbox", "10.4,45.4,11.2,45.8",
                  "--start", START, "--end", END]) == 2  # fmt: skip
     assert "give --out" in capsys.readouterr().err
+
+
+def test_a_job_s_dask_client_is_not_the_process_default():
+    import dask.base
+    import distributed
+
+    with engine._client(1, None) as client:
+        assert client.status == "running"
+        with pytest.raises(ValueError, match="No clients found"):
+            distributed.default_client()
+        assert dask.base.get_scheduler() is None  # queries in this process keep dask's own schedulers
