@@ -1,6 +1,8 @@
 """Shared test fixtures: the small real subset under tests/data (five FLUXNET2015 sites with MODIS), and for the
 engine and the service a tiny checkpoint and synthetic drivers around Lake Garda."""
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,13 @@ def drivers(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("drivers") / "synthetic.zarr"
     synthetic_drivers(GARDA, *GARDA_RECORD, seed=1).to_zarr(path, zarr_format=3, consolidated=True)
     return str(path)
+
+
+def job_outcome(get: Callable[[str], object], location: str, timeout: float = 60) -> dict:
+    """Poll a job (``get(location)`` returns an HTTP response) until it is no longer accepted or running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = get(location).json()
+        if record["state"] not in ("accepted", "running") or time.monotonic() > deadline:
+            return record
+        time.sleep(0.05)

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import GARDA
+from conftest import GARDA, job_outcome
 from distributed import Client
 
 from jobs import engine
@@ -114,11 +114,7 @@ def test_the_service_runs_its_jobs_on_the_configured_cluster(cluster, local, che
     job = {"bbox": list(GARDA), "start": START, "end": END, "checkpoint": "tiny", "output": "on_cluster"}
     with TestClient(create_app(settings)) as client, Client(address) as watcher:
         location = client.post("/upscale", json=job).headers["location"]
-        for _ in range(600):
-            state = client.get(location).json()
-            if state["state"] not in ("accepted", "running"):
-                break
-            time.sleep(0.1)
+        state = job_outcome(client.get, location)
         assert state["state"] == "successful", state
         assert "run_tile" in watcher.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
     got = xr.open_zarr(tmp_path / "on_cluster.zarr").load()

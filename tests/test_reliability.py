@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import FLUXNET, GARDA, MODIS
+from conftest import FLUXNET, GARDA, MODIS, job_outcome
 
 from jobs import engine
 from jobs.writer import VARIABLES
@@ -220,11 +220,7 @@ def test_a_job_whose_drivers_have_gaps_fails_and_its_record_says_why(checkpoint,
     job = {"bbox": list(GARDA), "start": START, "end": END, "checkpoint": "tiny", "output": "gappy"}
     with TestClient(create_app(settings)) as client:
         location = client.post("/upscale", json=job).headers["location"]
-        for _ in range(600):
-            record = client.get(location).json()
-            if record["state"] not in ("accepted", "running"):
-                break
-            time.sleep(0.05)
+        record = job_outcome(client.get, location)
         assert record["state"] == "failed" and "the drivers' TA has gaps (NaN)" in record["error"]
         assert client.get("/cubes/gappy").status_code == 404
 

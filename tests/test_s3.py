@@ -6,12 +6,11 @@ the service serves ``/flux`` from a cubes folder in the bucket and runs a job in
 """
 
 import socket
-import time
 
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import GARDA
+from conftest import GARDA, job_outcome
 from fastapi.testclient import TestClient
 
 from jobs import engine
@@ -83,11 +82,7 @@ def test_the_service_serves_cubes_from_s3_and_runs_jobs_into_it(s3, checkpoint, 
         job = {"bbox": [10.4, 45.4, 10.8, 45.8], "start": "2020-03-10", "end": "2020-03-20", "checkpoint": "tiny",
                "output": "west", "support_years": [2019]}  # fmt: skip
         location = client.post("/upscale", json=job).headers["location"]
-        for _ in range(300):
-            state = client.get(location).json()
-            if state["state"] not in ("accepted", "running"):
-                break
-            time.sleep(0.1)
+        state = job_outcome(client.get, location)
         assert state["state"] == "successful", state
         assert s3.exists(f"{BUCKET}/cubes/west.zarr/zarr.json")
         west = client.get("/flux", params={"lat": 45.5, "lon": 10.52, "cube": "west"}).json()

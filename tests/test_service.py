@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import schemathesis
 import xarray as xr
-from conftest import GARDA
+from conftest import GARDA, job_outcome
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance, use_after_free
@@ -193,16 +193,6 @@ def test_map_png(client):
     assert response.content[:8] == b"\x89PNG\r\n\x1a\n" and len(response.content) > 10_000
 
 
-def wait_for(client: TestClient, job_id: str, states=("successful", "failed", "dismissed"), timeout=60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["state"] in states:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s")
-
-
 JOB = {"bbox": [10.4, 45.4, 10.8, 45.8], "start": "2020-04-01", "end": "2020-04-10", "checkpoint": "tiny",
        "output": "west_garda", "support_years": [2019]}  # fmt: skip
 
@@ -215,7 +205,7 @@ def test_a_job_runs_to_success_and_its_cube_is_served_at_once(client):
     assert response.json()["state"] in ("accepted", "running", "successful")
     again = client.post("/upscale", json=JOB)
     assert again.status_code == 202 and again.json()["id"] == job_id  # the same request is the same job
-    job = wait_for(client, job_id)
+    job = job_outcome(client.get, f"/jobs/{job_id}")
     assert job["state"] == "successful", job
     assert job["progress"]["tiles_done"] == job["progress"]["tiles_total"] == 1
     assert job["links"]["cube"] == "/cubes/west_garda" and job["finished"] and job["error"] is None
@@ -250,7 +240,7 @@ def test_bad_job_requests_are_refused(client, change, words):
 def test_a_job_whose_drivers_fall_short_fails_with_the_reason(client):
     late = JOB | {"output": "late", "start": "2021-01-01", "end": "2021-01-02"}
     job_id = client.post("/upscale", json=late).json()["id"]
-    job = wait_for(client, job_id)
+    job = job_outcome(client.get, f"/jobs/{job_id}")
     assert job["state"] == "failed" and "do not cover" in job["error"]
     assert client.get("/cubes/late").status_code == 404
 
@@ -307,7 +297,7 @@ def test_a_job_left_running_by_a_killed_service_resumes_on_restart(cubes, checkp
     record, _ = store.submit(request, "resumed")
     store.start(record.id)  # the service died while this job ran
     with TestClient(create_app(settings)) as restarted:
-        job = wait_for(restarted, record.id)
+        job = job_outcome(restarted.get, f"/jobs/{record.id}")
         assert job["state"] == "successful"
         assert restarted.get("/cubes/resumed").status_code == 200
 
@@ -427,7 +417,7 @@ def test_jobs_are_checked_before_they_are_accepted(client, cubes):
     taken = client.post("/upscale", json=JOB | {"output": "garda"})  # the served cube, made by another request
     assert taken.status_code == 409 and "holds a cube made by another request" in taken.json()["detail"]
     late = client.post("/upscale", json=JOB | {"output": "late2", "start": "2021-01-01", "end": "2021-01-02"})
-    job = wait_for(client, late.json()["id"])
+    job = job_outcome(client.get, late.headers["location"])
     assert job["state"] == "failed" and str(cubes) not in job["error"]
 
 
