@@ -110,12 +110,13 @@ def _calibrate(job: TileJob, tiles: list[Tile], fs: FeatureSet) -> tuple[float, 
         torch.set_num_threads(threads)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:,.1f} {unit}" if unit != "B" else f"{n} B"
+def _size(n: float) -> str:
+    """Bytes in decimal units, e.g. 800.8 MB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{n:.0f} B"
         n /= 1000
-    return f"{n} B"
+    return f"{n:,.1f} TB"
 
 
 def _duration(seconds: float) -> str:
