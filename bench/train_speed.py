@@ -45,10 +45,9 @@ def main() -> None:
         epochs[h["stage"]] = epochs.get(h["stage"], 0) + 1
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, device {'cuda' if torch.cuda.is_available() else 'cpu'}")
-    print(f"sites: {len(sites)} loaded ({len(bundle['training_sites'])} fit, "
-          f"{len(bundle['validation_sites'])} early-stopping)")
+    print(f"sites: {len(sites)} loaded, {len(bundle['training_sites'])} fit")
     print(f"epochs: {epochs}")
-    print(f"data loading: {loaded - started:.0f} s; training incl. inference selection: {done - loaded:.0f} s; "
+    print(f"data loading: {loaded - started:.0f} s; training: {done - loaded:.0f} s; "
           f"total {done - started:.0f} s (target <= 900 s)")
 
 

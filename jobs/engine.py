@@ -13,6 +13,7 @@ and spread, GPP and RECO clipped, NEE by the checkpoint's rule); drop the spin-u
 the ledger. Running the same job again skips the tiles in the ledger.
 """
 
+import json
 import logging
 import math
 import os
@@ -527,7 +528,8 @@ def _spec(
 
 
 def _attrs(bundle: dict[str, Any], job: TileJob) -> dict[str, Any]:
-    """Provenance the spec does not hold: drivers, spin-up, support set, members, Koppen fallback, computed cells."""
+    """Provenance the spec does not hold: drivers, spin-up, support set, members, Koppen fallback, computed cells,
+    and the checkpoint's calibration of the 90% intervals (`tamrl.calibration.cube_bounds` applies it)."""
     k = bundle["inference"]["support_windows"]
     windows = min(k, len(support_dates(job.support_years)) // WINDOW)
     total = len(bundle["members"])
@@ -544,4 +546,5 @@ def _attrs(bundle: dict[str, Any], job: TileJob) -> dict[str, Any]:
             "land_mask cells inside the requested bbox (tamrl_spec) that have a Koppen group and valid drivers; "
             "cells of the chunk padding outside the bbox are NaN"
         ),
+        **({"tamrl_calibration": json.dumps(bundle["calibration"])} if bundle.get("calibration") else {}),
     }

@@ -1,8 +1,9 @@
 """The checkpoint bundle: one file that holds everything needed to predict, loadable with weights_only=True.
 
 Contents: every ensemble member's weights, the run config, the feature set and its feature names, the scalers,
-the training and validation site ids, class weights, the chosen inference settings, validation metrics, the
-code version, the data attribution and a schema version.
+the training (and monitoring) site ids, class weights, the inference settings, the calibration of the 90%
+intervals, metrics (cross-validation scores of the recipe), the code version, the data attribution and a schema
+version. Version 1 bundles (before fixed budgets and calibration) are upgraded on load: they have no calibration.
 """
 
 import hashlib
@@ -14,13 +15,14 @@ import torch
 from tamrl import __version__
 from tamrl.errors import CheckpointError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REQUIRED = (
     "schema_version", "model", "config", "feature_set", "features", "scalers", "members",
-    "training_sites", "inference", "metrics", "code_version",
+    "training_sites", "inference", "calibration", "metrics", "code_version",
 )  # fmt: skip
+V1_TRAINING_ONLY = ("patience", "lr_halve_every", "inference_support_windows")  # v1 config keys v2 dropped
 BUILTIN = Path(__file__).parent / "checkpoints"
-DEFAULT = "modis_met"  # the shipped checkpoint that scored best in docs/VALIDATION.md
+DEFAULT = "modis_met_context"  # the shipped recipe chosen by cross-validation (docs/VALIDATION.md)
 FLUXNET_ATTRIBUTION = (
     "Trained on FLUXNET2015 data (CC-BY-4.0): Pastorello et al. (2020), The FLUXNET2015 dataset and the ONEFlux "
     "processing pipeline for eddy covariance data, Scientific Data 7:225, doi:10.1038/s41597-020-0534-3. "
@@ -73,6 +75,8 @@ def load_bundle(name_or_path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable tamrl checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(bundle, dict) or "schema_version" not in bundle:
         raise CheckpointError(f"{path} is not a tamrl checkpoint bundle (no schema_version)")
+    if bundle["schema_version"] == 1:
+        bundle = upgrade_v1(bundle)
     if bundle["schema_version"] != SCHEMA_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint schema version {bundle['schema_version']}, but this tamrl ({__version__}) "
@@ -84,6 +88,13 @@ def load_bundle(name_or_path: str | Path) -> dict[str, Any]:
     bundle["path"] = str(path)
     bundle["sha256"] = file_hash(path)
     return bundle
+
+
+def upgrade_v1(bundle: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 bundle as version 2: training-only config keys dropped, no climatology, no calibration."""
+    config = {k: v for k, v in bundle["config"].items() if k not in V1_TRAINING_ONLY}
+    config.setdefault("climatology", False)  # version 1 encoders read no climatology
+    return {**bundle, "config": config, "calibration": None, "schema_version": 2, "upgraded_from": 1}
 
 
 def file_hash(path: str | Path) -> str:

@@ -33,7 +33,7 @@ def _load_sites(args: argparse.Namespace, feature_set: str):
         return [s for s in sites if s.site_id in ids]
     ids = select_sites(list(read_sites_table(args.data).index), args.sites_file, args.exclude_sites_file)
     modis = args.modis
-    if modis is None and feature_set == "modis_met" and DEFAULT_MODIS.exists():
+    if modis is None and FEATURE_SETS[feature_set].reflectance and DEFAULT_MODIS.exists():
         modis = DEFAULT_MODIS
     return load_fluxnet(args.data, ids, modis if FEATURE_SETS[feature_set].reflectance else None)
 
@@ -44,12 +44,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, model=args.model, feature_set=args.feature_set, seeds=args.seeds,
                       epochs=args.epochs, epochs_stage2=args.epochs_stage2, hidden=args.hidden,
-                      device=args.device, max_steps_per_epoch=args.max_steps_per_epoch)
+                      device=args.device, max_steps_per_epoch=args.max_steps_per_epoch,
+                      val_fraction=args.val_fraction, zero_embedding=args.zero_embedding or None)
     sites = _load_sites(args, cfg.feature_set)
     bundle = train(cfg, sites, args.out, progress=not args.quiet)
     print(f"checkpoint {args.out}: {cfg.model}, {len(bundle['members'])} member(s), "
-          f"{len(bundle['training_sites'])} training sites, {bundle['metrics']['train_seconds']:.0f} s; "
-          f"validation RMSE {_fmt(bundle['metrics']['validation_rmse_chosen'])}")
+          f"{len(bundle['training_sites'])} training sites, {bundle['metrics']['train_seconds']:.0f} s")
 
 
 def add_precision(p: argparse.ArgumentParser, default: str = "float32") -> None:
@@ -70,7 +70,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     out = predictor.predict_frame(frame, args.lat, args.lon, args.igbp, args.koppen, support)
     if args.out:
         out.to_csv(args.out, float_format="%.4f")
-        print(f"wrote {len(out)} days of GPP, RECO, NEE (g C m-2 d-1, ensemble mean and *_std) to {args.out}")
+        bounds = ", calibrated 90% interval *_p05/*_p95" if predictor.calibrated else ""
+        print(f"wrote {len(out)} days of GPP, RECO, NEE (g C m-2 d-1, ensemble mean, spread *_std{bounds}) "
+              f"to {args.out}")
     else:
         out.to_csv(sys.stdout, float_format="%.4f")
 
@@ -88,9 +90,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     frames, site_table = [], None
     for predictor, label in zip(predictors, labels, strict=True):
         sites = _load_sites(args, predictor.fs.name)
-        seen = set(predictor.bundle["training_sites"]) & {s.site_id for s in sites}
+        used = set(predictor.bundle["training_sites"]) | set(predictor.bundle.get("validation_sites", []))
+        seen = used & {s.site_id for s in sites}
         if seen and not args.allow_training_sites:
-            raise TamrlError(f"{len(seen)} evaluation site(s) were used to train {label} (e.g. {sorted(seen)[0]}): "
+            raise TamrlError(f"{len(seen)} evaluation site(s) were used to train or validate {label} "
+                             f"(e.g. {sorted(seen)[0]}): "
                              "zero-shot scores need held-out sites (use --exclude-sites-file, or "
                              "--allow-training-sites to score them anyway)")
         frames.append(site_predictions(predictor, sites, label))
@@ -98,11 +102,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                    "koppen": [s.koppen for s in sites]})
     reference = args.reference if args.reference in labels else labels[0]
     paths = write_report(pd.concat(frames, ignore_index=True), site_table, args.out, reference=reference)
-    print(f"evaluated {', '.join(labels)} on {len(site_table)} sites; report: {paths['report']}")
-
-
-def _fmt(scores: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(scores.items()))
+    print(f"evaluated {', '.join(labels)} on {len(site_table)} sites; report: {paths['report']}, "
+          f"daily predictions: {paths['predictions']}")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
@@ -115,8 +116,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--model", choices=get_args(ModelName))
     p.add_argument("--feature-set", choices=list(FEATURE_SETS))
     p.add_argument("--seeds", type=int, help="ensemble members (default 10)")
-    p.add_argument("--epochs", type=int, help="most epochs of stage 1")
-    p.add_argument("--epochs-stage2", type=int, help="most epochs of TAM-RL's joint stage")
+    p.add_argument("--epochs", type=int, help="epochs of stage 1 (a fixed budget)")
+    p.add_argument("--epochs-stage2", type=int, help="epochs of TAM-RL's joint stage (a fixed budget)")
+    p.add_argument("--val-fraction", type=float,
+                   help="share of sites held out to monitor training (XGBoost chooses its rounds on them)")
+    p.add_argument("--zero-embedding", action="store_true", help="the z-off control: a joint stage with z = 0")
     p.add_argument("--hidden", type=int)
     p.add_argument("--max-steps-per-epoch", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])

@@ -3,6 +3,7 @@
 Unknown keys are errors, so a typo in a config file never silently falls back to a default.
 """
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -16,30 +17,34 @@ ModelName = Literal["tamrl", "tamlstm", "ctlstm", "xgboost"]
 
 
 class TrainConfig(BaseModel):
-    """Everything that defines a training run. Defaults follow the paper and the CarbonBench code."""
+    """Everything that defines a training run. Defaults: the recipe chosen by cross-validation (docs/VALIDATION.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: ModelName = "tamrl"
-    feature_set: str = "modis_met"
+    feature_set: str = "modis_met_context"
     seeds: int = Field(10, ge=1, description="ensemble members, one per seed")
     hidden: int = Field(128, ge=4)
-    embedding: int = Field(32, ge=2)
+    embedding: int = Field(8, ge=2, description="size of the task embedding z (small: it must not memorise sites)")
     dropout: float = Field(0.2, ge=0, lt=1)
-    lr: float = Field(1e-3, gt=0)
-    lr_stage2: float = Field(5e-4, gt=0, description="learning rate of TAM-RL's joint stage")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate of stage 1, decayed by a cosine to 5% of it")
+    lr_stage2: float = Field(5e-4, gt=0, description="peak learning rate of TAM-RL's joint stage")
+    decoder_lr_factor: float = Field(0.1, ge=0, description="joint stage: the decoder's lr as a share of lr_stage2")
     weight_decay: float = Field(1e-4, ge=0)
-    lr_halve_every: int = Field(10, ge=1, description="epochs between learning-rate halvings")
-    epochs: int = Field(40, ge=1, description="most epochs of stage 1 (the only stage of the baselines)")
-    epochs_stage2: int = Field(40, ge=0, description="most epochs of TAM-RL's joint stage")
-    patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
+    ema_decay: float = Field(0.995, ge=0, lt=1, description="per-step decay of the weight average that is kept")
+    epochs: int = Field(15, ge=1, description="epochs of stage 1 (the only stage of the baselines), a fixed budget")
+    epochs_stage2: int = Field(8, ge=0, description="epochs of TAM-RL's joint stage, a fixed budget (0: none)")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on batches per epoch (tests, quick runs)")
-    sites_per_batch: int = Field(16, ge=1)
+    sites_per_batch: int = Field(32, ge=1)
     queries_per_site: int = Field(16, ge=1, description="query windows per site and batch")
-    support_windows: int = Field(8, ge=1, description="K: support windows per site in training")
-    inference_support_windows: int = Field(24, ge=1, description="support windows per location at inference")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of training sites held for early stopping")
+    support_windows: int = Field(12, ge=1, description="K: support windows per location, in training and inference")
+    climatology: bool = Field(True, description="the encoder also reads the monthly climatology of the support")
+    z_noise: float = Field(0.1, ge=0, description="std of the Gaussian noise added to z in training")
+    zero_embedding: bool = Field(False, description="control: z fixed at 0, so the joint stage cannot see the site")
+    val_fraction: float = Field(0.0, ge=0, lt=1, description="share of sites held out to monitor training (0: none)")
     split_seed: int = 56
+    inference_mode: Literal["stateful", "windowed"] = "stateful"
+    nee_rule: Literal["head", "balance"] = "head"
     flux_weight: float = Field(0.1, ge=0, description="weight of the NEE = RECO - GPP penalty")
     class_weight_cap: float = Field(5.0, ge=1, description="cap on the inverse-frequency IGBP/Koppen weights")
     xgb_rounds: int = Field(1000, ge=1)
@@ -49,6 +54,13 @@ class TrainConfig(BaseModel):
     def model_post_init(self, context: Any) -> None:
         if self.feature_set not in FEATURE_SETS:
             raise ValueError(f"feature_set must be one of {', '.join(FEATURE_SETS)}")
+        if self.model == "xgboost" and self.val_fraction == 0:
+            raise ValueError("xgboost chooses its number of rounds on validation sites: set val_fraction > 0")
+
+
+def cpu_threads() -> int:
+    """Threads one training process may use: ``TAMRL_THREADS`` when set (e.g. 1 for parallel runs), else every core."""
+    return int(os.environ.get("TAMRL_THREADS") or os.cpu_count() or 1)
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:

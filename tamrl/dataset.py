@@ -9,7 +9,7 @@ import torch
 
 from tamrl.data import Site
 from tamrl.errors import DataError
-from tamrl.features import TARGETS, FeatureSet, dynamic_features, static_features
+from tamrl.features import TARGETS, FeatureSet, climatology, dynamic_features, static_features
 from tamrl.scaler import Scaler
 from tamrl.windows import WINDOW, sample_episode, window_starts
 
@@ -27,6 +27,7 @@ class SiteArrays:
     weight: np.ndarray  # (days, 3): w_qc * w_igbp * w_koppen, 0 where not measured
     query_starts: np.ndarray
     support_starts: np.ndarray
+    clim: np.ndarray  # (n_clim,): monthly climatology of the site's drivers, the encoder's extra input
 
 
 def raw_features(fs: FeatureSet, site: Site) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +77,8 @@ def site_arrays(
     supports = window_starts(valid)
     has_target = np.concatenate([[0], np.cumsum(weight.sum(axis=1) > 0)])
     queries = supports[has_target[supports + WINDOW] - has_target[supports] > 0]
-    return SiteArrays(site, x, static, y_scaler.transform(y_raw), weight, queries, supports)
+    clim = climatology(x[None], x_raw[None], fs)[0]
+    return SiteArrays(site, x, static, y_scaler.transform(y_raw), weight, queries, supports, clim)
 
 
 def build_arrays(
@@ -122,6 +124,7 @@ class Batch:
     set_index: torch.Tensor  # (B,): which support set conditions each query
     support: torch.Tensor  # (sites, K, days, n_dynamic + n_static)
     support_mask: torch.Tensor  # (sites, K)
+    clim: torch.Tensor  # (sites, n_clim)
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(*(t.to(device, non_blocking=True) for t in vars(self).values()))
@@ -140,7 +143,7 @@ def support_tensor(arrays: SiteArrays, starts: np.ndarray, k: int) -> tuple[np.n
 
 def make_batch(episodes: list[tuple[SiteArrays, np.ndarray, np.ndarray]], k: int) -> Batch:
     """Assemble a batch from (site arrays, query starts, support starts) episodes."""
-    xs, statics, ys, ws, index, supports, masks = [], [], [], [], [], [], []
+    xs, statics, ys, ws, index, supports, masks, clims = [], [], [], [], [], [], [], []
     for i, (arrays, queries, support) in enumerate(episodes):
         for s in queries:
             xs.append(arrays.x[s : s + WINDOW])
@@ -151,13 +154,14 @@ def make_batch(episodes: list[tuple[SiteArrays, np.ndarray, np.ndarray]], k: int
         sup, mask = support_tensor(arrays, support, k)
         supports.append(sup)
         masks.append(mask)
+        clims.append(arrays.clim)
     as_t = [torch.from_numpy(np.stack(v)) for v in (xs, statics, ys, ws)]
     return Batch(*as_t, torch.tensor(index), torch.from_numpy(np.stack(supports)),
-                 torch.from_numpy(np.stack(masks)))
+                 torch.from_numpy(np.stack(masks)), torch.from_numpy(np.stack(clims)))
 
 
 def sample_batch(arrays: list[SiteArrays], n_sites: int, n_query: int, k: int, rng: np.random.Generator) -> Batch:
-    """An episodic batch: sites drawn in proportion to their query windows, each with a disjoint support."""
+    """An episodic batch: sites drawn in proportion to their query windows, each with a disjoint support set."""
     sizes = np.array([len(a.query_starts) for a in arrays], dtype=np.float64)
     chosen = rng.choice(len(arrays), size=min(n_sites, len(arrays)), replace=False, p=sizes / sizes.sum())
     episodes = []

@@ -3,6 +3,8 @@
 Follows the CarbonBench protocol used by TAM-RL (Rozanov et al. 2026): only days with NEE QC exactly 1 count,
 skill is computed per held-out site and then averaged (mean and median) over sites, overall and per IGBP
 class or Koppen group, and models are compared site by site against a reference (XGBoost by default).
+Everything is computed from one long table of daily predictions (PREDICTION_COLUMNS), which the report writes
+as ``predictions.csv``; when several models are compared, all are scored on the same days.
 """
 
 import logging
@@ -16,32 +18,33 @@ from tamrl import plots
 from tamrl.data import Site, require_columns
 from tamrl.errors import DataError
 from tamrl.features import TARGETS
-from tamrl.predict import Predictor, finish
+from tamrl.predict import Predictor
 
 log = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ("model", "site", "date", "target", "obs", "pred", "qc")
+PREDICTION_COLUMNS = ("model", "site", "date", "target", "observed", "predicted", "p05", "p95", "nee_qc")
 SITE_COLUMNS = ("site", "igbp", "koppen")
 METRICS = ("rmse", "r2", "bias", "nmae")
 GROUPINGS = ("igbp", "koppen")
 KEYS = ["model", "site", "target"]
+DAY_KEYS = ["site", "date", "target"]
 
 
-def site_predictions(predictor: Predictor, sites: list[Site], label: str, mode: str | None = None,
-                     members: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """Long table (model, site, date, target, obs, pred, qc) of a checkpoint's predictions at sites."""
+def site_predictions(predictor: Predictor, sites: list[Site], label: str) -> pd.DataFrame:
+    """Long table (PREDICTION_COLUMNS) of a checkpoint's predictions at sites, every day of their records.
+
+    ``p05`` and ``p95`` are the calibrated 90% interval, NaN when the checkpoint has no calibration.
+    """
     frames = []
     for site in sites:
-        if members is not None and site.site_id in members:
-            mean, _ = finish(members[site.site_id], predictor.inference["nee"])
-            pred = mean[0]
-        else:
-            pred = predictor.predict_site(site)[list(TARGETS)].to_numpy()
-        for i, target in enumerate(TARGETS):
+        pred = predictor.predict_site(site)
+        for target in TARGETS:
+            lo, hi = (pred[f"{target}_{q}"].to_numpy() if predictor.calibrated else np.nan for q in ("p05", "p95"))
             frames.append(pd.DataFrame({
                 "model": label, "site": site.site_id, "date": site.frame.index, "target": target,
-                "obs": site.frame[target].to_numpy(), "pred": pred[:, i], "qc": site.frame["NEE_QC"].to_numpy(),
-            }))
+                "observed": site.frame[target].to_numpy(), "predicted": pred[target].to_numpy(), "p05": lo, "p95": hi,
+                "nee_qc": site.frame["NEE_QC"].to_numpy(),
+            }))  # fmt: skip
     return pd.concat(frames, ignore_index=True)
 
 
@@ -61,25 +64,31 @@ def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return frame.sort_values(by, key=key, kind="stable").reset_index(drop=True)
 
 
-def site_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Skill of every model at every site for every target, on days with QC == 1 and finite obs and pred.
+def _qualifying(predictions: pd.DataFrame) -> pd.Series:
+    """Rows that can be scored: NEE QC exactly 1 and a finite observation and prediction."""
+    observed, predicted = predictions["observed"].astype(float), predictions["predicted"].astype(float)
+    return (predictions["nee_qc"] == 1) & np.isfinite(observed) & np.isfinite(predicted)
 
-    Returns one row per (model, site, target) with ``n_days``, ``rmse``, ``r2`` (coefficient of
-    determination 1 - SSE/SST, NaN when the observations do not vary), ``bias`` (mean pred - obs) and ``nmae``
-    (mean absolute error over mean absolute observation, NaN when that is 0). Series without a qualifying day
-    are dropped.
+
+def site_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Skill of every model at every site for every target, on days with NEE QC == 1 and finite observed and
+    predicted values.
+
+    Returns one row per (model, site, target) with ``n_days``, ``rmse``, ``r2`` (coefficient of determination
+    1 - SSE/SST, NaN when the observations do not vary), ``bias`` (mean predicted - observed) and ``nmae`` (mean
+    absolute error over mean absolute observation, NaN when that is 0). Series without a qualifying day are dropped.
     """
     _require(predictions, PREDICTION_COLUMNS, "predictions")
     unknown = sorted(set(predictions["target"]) - set(TARGETS))
     if unknown:
         raise DataError(f"predictions has unknown targets {unknown}; expected {list(TARGETS)}")
 
-    obs = predictions["obs"].astype(float)
-    pred = predictions["pred"].astype(float)
-    keep = (predictions["qc"] == 1) & np.isfinite(obs) & np.isfinite(pred)
+    obs = predictions["observed"].astype(float)
+    pred = predictions["predicted"].astype(float)
+    keep = _qualifying(predictions)
     days = predictions.loc[keep, KEYS].assign(obs=obs[keep], err=pred[keep] - obs[keep])
     if days.empty:
-        raise DataError("predictions has no day with qc == 1 and finite obs and pred")
+        raise DataError("predictions has no day with nee_qc == 1 and finite observed and predicted")
     days["dev2"] = (days["obs"] - days.groupby(KEYS)["obs"].transform("mean")) ** 2
     days["abs_err"] = days["err"].abs()
     days["abs_obs"] = days["obs"].abs()
@@ -102,10 +111,49 @@ def site_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
     n_series = len(predictions.drop_duplicates(KEYS))
     if len(out) < n_series:
         log.warning(
-            "%d of %d model/site/target series have no day with qc == 1 and finite obs and pred; dropped",
+            "%d of %d model/site/target series have no day with nee_qc == 1, an observation and a prediction; dropped",
             n_series - len(out), n_series,
         )  # fmt: skip
     return _sorted(out, KEYS)
+
+
+def same_days(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The scorable rows (NEE QC == 1, finite observed and predicted) of the (site, date, target) days on which
+    every model of ``predictions`` is scorable, so all models are scored on the same days."""
+    _require(predictions, PREDICTION_COLUMNS, "predictions")
+    days = predictions[_qualifying(predictions)]
+    n_models = predictions["model"].nunique()
+    shared = days[days.groupby(DAY_KEYS)["model"].transform("nunique") == n_models]
+    if shared.empty:
+        raise DataError(f"no day with nee_qc == 1 and a finite observation has a prediction from all {n_models} models")
+    if len(shared) < len(days):
+        log.info(
+            "%d of %d scorable model days dropped: not every model predicts them", len(days) - len(shared), len(days)
+        )
+    return shared.reset_index(drop=True)
+
+
+def coverage(predictions: pd.DataFrame, by: str | None = None, sites: pd.DataFrame | None = None) -> pd.DataFrame:
+    """How often the calibrated 90% interval holds the observation, per (model, target), optionally per IGBP
+    class or Koppen group of the site (``by`` "igbp" or "koppen", described by ``sites``).
+
+    Counts days with NEE QC == 1 and finite observed, p05 and p95 (models without intervals have none, so they
+    are left out). Returns ``n_days``, ``coverage`` (share of those days with p05 <= observed <= p95) and
+    ``mean_width`` (mean p95 - p05).
+    """
+    _require(predictions, PREDICTION_COLUMNS, "predictions")
+    if by is not None and (by not in GROUPINGS or sites is None):
+        raise DataError(f"coverage by {by!r} needs one of {list(GROUPINGS)} and a sites table")
+    observed, lo, hi = (predictions[c].astype(float) for c in ("observed", "p05", "p95"))
+    keep = (predictions["nee_qc"] == 1) & np.isfinite(observed) & np.isfinite(lo) & np.isfinite(hi)
+    days = predictions.loc[keep, ["model", "site", "target"]].assign(
+        inside=((lo <= observed) & (observed <= hi))[keep], width=(hi - lo)[keep]
+    )
+    keys = ["model", "target"] if by is None else ["model", "target", by]
+    if by is not None:
+        days = _with_sites(days, sites)
+    out = days.groupby(keys).agg(n_days=("inside", "size"), coverage=("inside", "mean"), mean_width=("width", "mean"))
+    return _sorted(out.reset_index(), keys)
 
 
 def _with_sites(metrics: pd.DataFrame, sites: pd.DataFrame) -> pd.DataFrame:
@@ -237,10 +285,24 @@ def _figures(metrics: pd.DataFrame, sites: pd.DataFrame, reference: str, out_dir
     return paths
 
 
+def _coverage_section(cover: pd.DataFrame, models: list[str]) -> list[str]:
+    """The coverage part of the report: the overall table and a line per model without intervals."""
+    overall = cover[cover["group_by"] == "overall"][["model", "target", "n_days", "coverage", "mean_width"]]
+    lines = ["## 90% interval coverage",
+             "Share of scored days whose observation lies within the calibrated 5th-95th percentile interval "
+             "(0.90 when calibrated well) and the mean interval width in g C m-2 d-1; per IGBP class in "
+             "coverage.csv."]  # fmt: skip
+    if len(overall):
+        lines.append(_md_table(overall.rename(columns={"n_days": "days", "mean_width": "mean width"})))
+    lines += [f"{model}: no calibrated intervals." for model in models if model not in set(overall["model"])]
+    return lines
+
+
 def _markdown(
-    summary: pd.DataFrame, comparisons: pd.DataFrame, reference: str, figures: dict[str, Path]
+    summary: pd.DataFrame, comparisons: pd.DataFrame, cover: pd.DataFrame, reference: str, figures: dict[str, Path]
 ) -> str:
-    """Assemble the report text from the stacked summary, the paired comparisons and the figure files."""
+    """Assemble the report text from the stacked summary, the paired comparisons, the stacked coverage and the
+    figure files."""
     overall = summary[summary["group_by"] == "overall"]
     overall = overall[["model", "target", "n_sites", "rmse_mean", "rmse_median", "r2_mean", "r2_median"]]
     overall = overall.rename(columns={"rmse_mean": "RMSE mean", "rmse_median": "RMSE median",
@@ -252,6 +314,8 @@ def _markdown(
     parts = [
         "# Zero-shot evaluation",
         "Skill per held-out site on days with NEE QC == 1, then mean and median over sites. "
+        "All models are scored on the same days: those where every model has a prediction "
+        "(every day of every model is in predictions.csv). "
         "RMSE in g C m-2 d-1; R2 is the coefficient of determination.",
         "## Overall",
         _md_table(overall),
@@ -263,36 +327,50 @@ def _markdown(
         "Wins count sites where a model has the lower RMSE or the higher R2; mean diff % is "
         "(model - reference) / reference of the means over the shared sites.",
         _md_table(comparisons) if len(comparisons) else "Only one model; nothing to compare.",
+        *_coverage_section(cover, sorted(set(summary["model"]))),
         "## Figures",
         *[f"![{name}]({path.name})" for name, path in sorted(figures.items())],
     ]
     return "\n\n".join(parts) + "\n"
 
 
+def _stacked(overall: pd.DataFrame, groups: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Overall rows (group "all") and per-grouping rows (group: the class) in one table led by group_by, group."""
+    parts = [overall.assign(group_by="overall", group="all")]
+    parts += [frame.rename(columns={by: "group"}).assign(group_by=by) for by, frame in groups.items()]
+    out = pd.concat(parts, ignore_index=True)
+    return out[["group_by", "group", *out.columns.drop(["group_by", "group"])]]
+
+
 def write_report(
     predictions: pd.DataFrame, sites: pd.DataFrame, out_dir: str | Path, reference: str = "xgboost"
 ) -> dict[str, Path]:
-    """Evaluate ``predictions`` and write CSV tables, PNG figures and ``summary.md`` into ``out_dir``.
+    """Write ``predictions.csv`` and, scored from it, CSV tables, PNG figures and ``summary.md`` into ``out_dir``.
 
-    Models are compared against ``reference``, or against the first model (alphabetically) when it is
-    absent. Returns the written files by name (``site_metrics``, ``summary``, ``report`` and one per figure).
+    ``predictions.csv`` holds every row of ``predictions`` with a finite observation (PREDICTION_COLUMNS, all
+    NEE QC values). Scores, coverage and figures use the days of that table that ``same_days`` keeps. Models are
+    compared against ``reference``, or against the first model (alphabetically) when it is absent. Returns the
+    written files by name (``predictions``, ``site_metrics``, ``summary``, ``coverage``, ``report`` and one per
+    figure).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = site_metrics(predictions)
+    _require(predictions, PREDICTION_COLUMNS, "predictions")
+    table = predictions.loc[np.isfinite(predictions["observed"].astype(float)), list(PREDICTION_COLUMNS)]
+    table = _sorted(table, ["model", "site", "date", "target"])
+    scored = same_days(table)
+    metrics = site_metrics(scored)
     if reference not in set(metrics["model"]):
         reference = sorted(set(metrics["model"]))[0]
+    summary = _stacked(summarise(metrics, sites), {by: summarise(metrics, sites, by) for by in GROUPINGS})
+    cover = _stacked(coverage(scored), {"igbp": coverage(scored, "igbp", sites)})
 
-    summaries = [summarise(metrics, sites).assign(group_by="overall", group="all")]
-    summaries += [summarise(metrics, sites, by).rename(columns={by: "group"}).assign(group_by=by)
-                  for by in GROUPINGS]  # fmt: skip
-    summary = pd.concat(summaries, ignore_index=True)
-    summary = summary[["group_by", "group", *summary.columns.drop(["group_by", "group"])]]
-
-    paths = {"site_metrics": out_dir / "site_metrics.csv", "summary": out_dir / "summary.csv"}
+    paths = {name: out_dir / f"{name}.csv" for name in ("predictions", "site_metrics", "summary", "coverage")}
+    table.to_csv(paths["predictions"], index=False, float_format="%.4f", date_format="%Y-%m-%d")
     metrics.to_csv(paths["site_metrics"], index=False)
     summary.to_csv(paths["summary"], index=False)
+    cover.to_csv(paths["coverage"], index=False)
     figures = _figures(metrics, sites, reference, out_dir)
     paths["report"] = out_dir / "summary.md"
-    paths["report"].write_text(_markdown(summary, _comparisons(metrics, reference), reference, figures))
+    paths["report"].write_text(_markdown(summary, _comparisons(metrics, reference), cover, reference, figures))
     return dict(sorted({**paths, **figures}.items()))

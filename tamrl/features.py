@@ -37,6 +37,8 @@ CARBONBENCH_ERA5 = (
 )  # fmt: skip
 
 MAX_CLEAR_GAP = 365.0  # days; the staleness feature saturates at a year
+TRAILING_DAYS = (7, 30, 90)  # FLUXCOM-X-style temporal context: trailing means of every meteorological driver
+INDICES = ("NDVI", "EVI", "NIRV")  # from the gap-filled red (B01), NIR (B02) and blue (B03) reflectance
 
 DRIVER_UNITS = {
     "TA": "degC", "SW_IN": "W m-2", "VPD": "hPa", **{b: "1 (reflectance)" for b in BANDS},
@@ -53,6 +55,12 @@ class FeatureSet:
     reflectance: bool
     use_lon: bool
     description: str
+    context: bool = False
+
+    @property
+    def met(self) -> tuple[str, ...]:
+        """The meteorological drivers (every driver that is not a reflectance band)."""
+        return tuple(v for v in self.drivers if v not in BANDS)
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -62,7 +70,13 @@ class FeatureSet:
     @property
     def dynamic_names(self) -> list[str]:
         names = [*self.drivers, "DOY_SIN", "DOY_COS"]
-        return [*names, "CLEAR_GAP"] if self.reflectance else names
+        if self.reflectance:
+            names.append("CLEAR_GAP")
+        if self.context:
+            names += [f"{v}_MEAN{n}" for v in self.met for n in TRAILING_DAYS]
+            if self.reflectance:
+                names += [*INDICES, *(f"{i}_MEAN30" for i in INDICES), "DAYS_SINCE_CLEAR"]
+        return names
 
     @property
     def static_names(self) -> list[str]:
@@ -77,6 +91,17 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         FeatureSet(
             "modis_met", (*MET, *BANDS), True, False,
             "meteorology plus daily MOD09GA reflectance b01-b07 (clear days, gap-filled, with days-to-clear)",
+        ),
+        FeatureSet(
+            "met_context", MET, False, False,
+            "met plus FLUXCOM-X-style temporal context: 7-, 30- and 90-day trailing means of TA, SW_IN and VPD",
+            context=True,
+        ),
+        FeatureSet(
+            "modis_met_context", (*MET, *BANDS), True, False,
+            "modis_met plus FLUXCOM-X-style temporal context: 7-, 30- and 90-day trailing means of TA, SW_IN and "
+            "VPD, NDVI, EVI and NIRv with their 30-day trailing means, and days since the last clear view",
+            context=True,
         ),
         FeatureSet(
             "carbonbench", (*CARBONBENCH_MODIS, *CARBONBENCH_ERA5), False, True,
@@ -115,22 +140,59 @@ def dynamic_features(fs: FeatureSet, drivers: Mapping[str, np.ndarray], dates: p
     shape = np.shape(drivers[fs.drivers[0]])
     if shape[0] != len(dates):
         raise DataError(f"drivers have {shape[0]} days but {len(dates)} dates were given")
-    columns = []
-    met = [v for v in fs.drivers if v not in BANDS]
-    for name in met:
-        values = np.asarray(drivers[name], dtype=np.float32)
-        columns.append(fill_over_time(values, np.isfinite(values))[0])
+    met = {name: fill_over_time(*_with_valid(drivers[name]))[0] for name in fs.met}
     doy = 2 * np.pi * (dates.day_of_year.to_numpy() - 1) / 365.25
     pad = (len(dates),) + (1,) * (len(shape) - 1)
-    columns.append(np.broadcast_to(np.sin(doy).reshape(pad), shape).astype(np.float32))
-    columns.append(np.broadcast_to(np.cos(doy).reshape(pad), shape).astype(np.float32))
+    seasonal = [np.broadcast_to(f(doy).reshape(pad), shape).astype(np.float32) for f in (np.sin, np.cos)]
+    columns = [*met.values(), *seasonal]
     if fs.reflectance:
         bands = np.stack([np.asarray(drivers[b], dtype=np.float32) for b in BANDS], axis=-1)
         clear = (np.asarray(drivers[CLEAR]) > 0) & np.isfinite(bands).all(axis=-1)
         filled, gap = fill_over_time(bands, clear)
-        columns = columns[: len(met)] + [filled[..., i] for i in range(len(BANDS))] + columns[len(met) :]
-        columns.append(np.log1p(np.minimum(gap, MAX_CLEAR_GAP)))
+        columns = [*met.values(), *np.moveaxis(filled, -1, 0), *seasonal, np.log1p(np.minimum(gap, MAX_CLEAR_GAP))]
+    if fs.context:
+        columns += [trailing_mean(v, n) for v in met.values() for n in TRAILING_DAYS]
+        if fs.reflectance:
+            indices = vegetation_indices(filled)
+            columns += [*indices, *(trailing_mean(i, 30) for i in indices)]
+            columns.append(np.log1p(np.minimum(days_since(clear), MAX_CLEAR_GAP)))
     return np.stack(columns, axis=-1).astype(np.float32)
+
+
+def _with_valid(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values = np.asarray(values, dtype=np.float32)
+    return values, np.isfinite(values)
+
+
+def trailing_mean(values: np.ndarray, days: int) -> np.ndarray:
+    """Mean over the ``days`` days ending on each day (fewer at the start of the record), along axis 0.
+
+    Causal, as FLUXCOM-X's temporal context: a day's value never depends on later days. The gridded engine runs
+    from SPINUP_DAYS before the period, so the first predicted day already has a full 90-day window.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    total = np.cumsum(values, axis=0)
+    lagged = np.zeros_like(total)
+    lagged[days:] = total[:-days]
+    count = np.minimum(np.arange(1, len(values) + 1), days).reshape((-1,) + (1,) * (values.ndim - 1))
+    return ((total - lagged) / count).astype(np.float32)
+
+
+def vegetation_indices(bands: np.ndarray) -> list[np.ndarray]:
+    """NDVI, EVI and NIRv from reflectance (..., 7 bands in B01..B07 order): the FLUXCOM-X remote-sensing inputs."""
+    red, nir, blue = bands[..., 0], bands[..., 1], bands[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ndvi = np.clip((nir - red) / (nir + red), -1, 1)
+        evi = np.clip(2.5 * (nir - red) / (nir + 6 * red - 7.5 * blue + 1), -1, 1)
+    ndvi, evi = np.nan_to_num(ndvi), np.nan_to_num(evi)
+    return [ndvi, evi, ndvi * nir]
+
+
+def days_since(valid: np.ndarray) -> np.ndarray:
+    """Days since the last valid day along axis 0 (0 on a valid day, MAX_CLEAR_GAP before the first one)."""
+    day = np.arange(len(valid), dtype=np.float64).reshape((-1,) + (1,) * (np.ndim(valid) - 1))
+    last = np.maximum.accumulate(np.where(valid, day, -np.inf), axis=0)
+    return np.minimum(day - last, MAX_CLEAR_GAP).astype(np.float32)
 
 
 def static_features(fs: FeatureSet, lat: float, lon: float, igbp: str, koppen: str) -> np.ndarray:
@@ -147,3 +209,28 @@ def static_features(fs: FeatureSet, lat: float, lon: float, igbp: str, koppen: s
     one_igbp = np.eye(len(IGBP_CLASSES))[IGBP_CLASSES.index(igbp)]
     one_koppen = np.eye(len(KOPPEN_GROUPS))[KOPPEN_GROUPS.index(koppen)]
     return np.concatenate([geo, one_igbp, one_koppen]).astype(np.float32)
+
+
+CLIMATOLOGY_DRIVERS = ("TA", "SW_IN", "VPD", "NIRV")  # the site climate the task encoder reads, where present
+
+
+def climatology_channels(fs: FeatureSet) -> list[int]:
+    """Indices in ``fs.dynamic_names`` of the features whose monthly cycle describes a site's climate."""
+    return [fs.dynamic_names.index(v) for v in CLIMATOLOGY_DRIVERS if v in fs.dynamic_names]
+
+
+def climatology(x_scaled: np.ndarray, x_raw: np.ndarray, fs: FeatureSet) -> np.ndarray:
+    """Monthly means of the climatology channels over a record: (locations, 12 * channels), float32.
+
+    ``x_scaled`` and ``x_raw`` are (locations, days, n_dynamic); the month of each day comes from the raw DOY
+    features, so towers and pixels (whose dates are not passed on) get it the same way. A month the record does
+    not cover is 0, the training mean of a scaled feature.
+    """
+    names = fs.dynamic_names
+    angle = np.arctan2(x_raw[..., names.index("DOY_SIN")], x_raw[..., names.index("DOY_COS")]) % (2 * np.pi)
+    month = np.minimum((angle / (2 * np.pi) * 12).astype(np.int64), 11)  # (locations, days)
+    values = np.nan_to_num(x_scaled[..., climatology_channels(fs)])  # (locations, days, channels)
+    onehot = month[..., None] == np.arange(12)  # (locations, days, 12)
+    sums = np.einsum("ldm,ldc->lmc", onehot.astype(np.float32), values)
+    counts = onehot.sum(axis=1)[..., None]
+    return (sums / np.maximum(counts, 1)).reshape(len(x_scaled), -1).astype(np.float32)

@@ -4,7 +4,8 @@ Every model maps daily dynamic inputs ``x`` (batch, days, n_dynamic), the locati
 (batch, n_static) and, for task-aware models, a support-set embedding ``z`` (batch, embedding) to daily
 (standardised) GPP, RECO and NEE. The decoder always reads the dynamic inputs with the statics appended.
 ``embed`` turns support sets into ``z``: a BiLSTM task encoder reads each support window (drivers and statics,
-never fluxes) and the window codes are pooled by a mean, so the set size K is free.
+never fluxes), the window codes are pooled by a mean, so the set size K is free, and (optionally) the monthly
+climatology of the support record is appended before the last layer: what a 45-day window cannot show.
 
 - ``tamrl``: an MLP generator turns z into FiLM parameters, applied at the decoder input (x' = g1*x + b1) and on
   the decoder's hidden states before the output head (h' = g2*h + b2). Trained in two stages: the decoder
@@ -47,20 +48,23 @@ class Decoder(nn.Module):
 
 
 class TaskEncoder(nn.Module):
-    """BiLSTM over each support window; window codes averaged into one embedding per support set."""
+    """BiLSTM over each support window; window codes averaged, then mapped (with the climatology) to z."""
 
-    def __init__(self, n_in: int, hidden: int, embedding: int):
+    def __init__(self, n_in: int, hidden: int, embedding: int, n_clim: int = 0):
         super().__init__()
         self.lstm = nn.LSTM(n_in, hidden, batch_first=True, bidirectional=True)
-        self.out = nn.Linear(2 * hidden, embedding)
+        self.out = nn.Linear(2 * hidden + n_clim, embedding)
+        self.n_clim = n_clim
 
-    def forward(self, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``support``: (sets, K, days, features); ``mask``: (sets, K), 1 for real windows, 0 for padding."""
+    def forward(self, support: torch.Tensor, mask: torch.Tensor, clim: torch.Tensor | None = None) -> torch.Tensor:
+        """``support``: (sets, K, days, features); ``mask``: (sets, K), 1 for real windows, 0 for padding;
+        ``clim``: (sets, n_clim), read only by an encoder built with ``n_clim`` > 0."""
         sets, k, days, features = support.shape
         _, (h, _) = self.lstm(support.reshape(sets * k, days, features))
-        codes = self.out(torch.cat([h[0], h[1]], dim=-1)).reshape(sets, k, -1)
+        codes = torch.cat([h[0], h[1]], dim=-1).reshape(sets, k, -1)
         weights = mask.unsqueeze(-1)
-        return (codes * weights).sum(1) / weights.sum(1).clamp(min=1)
+        pooled = (codes * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return self.out(torch.cat([pooled, clim], dim=-1) if self.n_clim else pooled)
 
 
 class FiLMGenerator(nn.Module):
@@ -83,15 +87,20 @@ class TamRL(nn.Module):
 
     stages = ("decoder", "joint")
 
-    def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float):
+    def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float,
+                 n_clim: int = 0, zero_embedding: bool = False):
         super().__init__()
         n_in = n_dynamic + n_static
-        self.encoder = TaskEncoder(n_in, hidden // 2, embedding)
+        self.encoder = TaskEncoder(n_in, hidden // 2, embedding, n_clim)
         self.generator = FiLMGenerator(embedding, hidden, n_in, hidden)
         self.decoder = Decoder(n_in, hidden, dropout)
+        self.zero_embedding = zero_embedding
 
-    def embed(self, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.encoder(support, mask)
+    def embed(self, support: torch.Tensor, mask: torch.Tensor, clim: torch.Tensor | None = None) -> torch.Tensor:
+        """z of each support set; the z-off control (``zero_embedding``) gives z = 0 whatever the support."""
+        if self.zero_embedding:
+            return support.new_zeros(support.shape[0], self.encoder.out.out_features)
+        return self.encoder(support, mask, clim)
 
     def forward(self, x, static, z=None, state: State = None):
         film = None if z is None else self.generator(z)
@@ -103,13 +112,14 @@ class CTLSTM(nn.Module):
 
     stages = ("joint",)
 
-    def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float):
+    def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float,
+                 n_clim: int = 0, zero_embedding: bool = False):
         super().__init__()
-        self.encoder = TaskEncoder(n_dynamic + n_static, hidden // 2, embedding)
+        self.encoder = TaskEncoder(n_dynamic + n_static, hidden // 2, embedding, n_clim)
         self.decoder = Decoder(n_dynamic + n_static + embedding, hidden, dropout)
 
-    def embed(self, support: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.encoder(support, mask)
+    def embed(self, support: torch.Tensor, mask: torch.Tensor, clim: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder(support, mask, clim)
 
     def forward(self, x, static, z=None, state: State = None):
         return self.decoder(with_statics(x, torch.cat([static, z], dim=-1)), None, state)
@@ -120,11 +130,12 @@ class TamLSTM(nn.Module):
 
     stages = ("decoder",)
 
-    def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float):
+    def __init__(self, n_dynamic: int, n_static: int, hidden: int, embedding: int, dropout: float,
+                 n_clim: int = 0, zero_embedding: bool = False):
         super().__init__()
         self.decoder = Decoder(n_dynamic + n_static, hidden, dropout)
 
-    def embed(self, support: torch.Tensor, mask: torch.Tensor) -> None:
+    def embed(self, support: torch.Tensor, mask: torch.Tensor, clim: torch.Tensor | None = None) -> None:
         return None
 
     def forward(self, x, static, z=None, state: State = None):
@@ -144,12 +155,14 @@ def task_aware(net: nn.Module) -> bool:
 def modulates(net: nn.Module) -> bool:
     """Whether a trained network's output depends on its support set.
 
-    A TAM-RL member whose joint stage was rejected keeps the generator's zero-initialised output layer: its FiLM is
-    the identity (g = 1, b = 0 exactly), so inference can skip the encoder for it with bit-identical results.
+    A TAM-RL member without a joint stage keeps the generator's zero-initialised output layer: its FiLM is the
+    identity (g = 1, b = 0 exactly), so inference can skip the encoder for it with bit-identical results.
     """
     if not task_aware(net):
         return False
     if isinstance(net, TamRL):
+        if net.zero_embedding:
+            return True  # a constant FiLM (z = 0) that is not the identity
         last = net.generator.mlp[-1]
         return bool(last.weight.any() or last.bias.any())
     return True

@@ -24,11 +24,21 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tamrl.calibration import bounds, igbp_of
 from tamrl.checkpoint import load_bundle
 from tamrl.config import TrainConfig
 from tamrl.data import Site, daily_calendar
 from tamrl.errors import ConfigError, DataError
-from tamrl.features import TARGETS, FeatureSet, check_drivers, dynamic_features, feature_set, static_features
+from tamrl.features import (
+    TARGETS,
+    FeatureSet,
+    check_drivers,
+    climatology,
+    climatology_channels,
+    dynamic_features,
+    feature_set,
+    static_features,
+)  # fmt: skip
 from tamrl.model import NEURAL_MODELS, modulates
 from tamrl.scaler import Scaler
 from tamrl.windows import STRIDE, WINDOW, spread_support
@@ -51,8 +61,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def build_network(cfg: TrainConfig, n_dynamic: int, n_static: int) -> torch.nn.Module:
-    return NEURAL_MODELS[cfg.model](n_dynamic, n_static, cfg.hidden, cfg.embedding, cfg.dropout)
+def build_network(cfg: TrainConfig, n_dynamic: int, n_static: int, n_clim: int) -> torch.nn.Module:
+    """A registered network; ``n_clim`` is the size of the climatology vector (unused unless cfg.climatology)."""
+    return NEURAL_MODELS[cfg.model](n_dynamic, n_static, cfg.hidden, cfg.embedding, cfg.dropout,
+                                    n_clim if cfg.climatology else 0, cfg.zero_embedding)
 
 
 def support_windows(x: np.ndarray, static: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,12 +97,14 @@ class NeuralEnsemble:
         self.device = device
         self.dtype = PRECISIONS[precision]
         self.chunk = GPU_CHUNK if device.type == "cuda" else CHUNK
+        self.fs = feature_set(bundle["feature_set"])
         n_dyn, n_stat = len(bundle["features"]["dynamic"]), len(bundle["features"]["static"])
+        n_clim = 12 * len(climatology_channels(self.fs))
         self.x_scaler = Scaler.from_state(bundle["scalers"]["x"])
         self.y_scaler = Scaler.from_state(bundle["scalers"]["y"])
         self.networks = []
         for state in bundle["members"]:
-            net = build_network(self.cfg, n_dyn, n_stat)
+            net = build_network(self.cfg, n_dyn, n_stat, n_clim)
             net.load_state_dict(state)
             self.networks.append(net.to(device).eval())
         self.modulating = [modulates(net) for net in self.networks]
@@ -105,20 +119,26 @@ class NeuralEnsemble:
         ``x_raw`` itself.
         """
         x = self.x_scaler.transform(x_raw)
+        sup_raw = x_raw if support_raw is None else support_raw
         x_sup = x if support_raw is None else self.x_scaler.transform(support_raw)
+        clim = climatology(x_sup, sup_raw, self.fs) if any(self.modulating) else None
         out = np.empty((len(self.networks), *x.shape[:2], len(TARGETS)), np.float32)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            self._predict(x, x_sup, static, mode, k, out)
+            self._predict(x, x_sup, clim, static, mode, k, out)
         return self.y_scaler.inverse(out)
 
-    def _predict(self, x: np.ndarray, x_sup: np.ndarray, static: np.ndarray, mode: str, k: int, out: np.ndarray):
+    def _predict(self, x: np.ndarray, x_sup: np.ndarray, clim: np.ndarray | None, static: np.ndarray, mode: str,
+                 k: int, out: np.ndarray):
         """Fill ``out`` (members, locations, days, 3) with scaled predictions, ``self.chunk`` locations at a time."""
         for lo in range(0, x.shape[0], self.chunk):
             xs, st = x[lo : lo + self.chunk], static[lo : lo + self.chunk]
             xt, stt = self._tensor(xs), self._tensor(st)
-            sup, mask = support_windows(x_sup[lo : lo + self.chunk], st, k) if any(self.modulating) else (None, None)
+            task = None
+            if any(self.modulating):
+                sup, mask = support_windows(x_sup[lo : lo + self.chunk], st, k)
+                task = (self._tensor(sup), self._tensor(mask), self._tensor(clim[lo : lo + self.chunk]))
             for m, net in enumerate(self.networks):
-                z = net.embed(self._tensor(sup), self._tensor(mask)) if self.modulating[m] else None
+                z = net.embed(*task) if self.modulating[m] else None
                 out[m, lo : lo + self.chunk] = self._decode(net, xt, stt, z, mode)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
@@ -190,6 +210,19 @@ class Predictor:
         """Ensemble mean and spread (locations, days, 3) from unscaled features (support: see ``members``)."""
         return finish(self.members(x_raw, static, support_raw=support_raw), self.inference["nee"])
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether the checkpoint carries a calibration, so predictions get 90% intervals."""
+        return self.bundle.get("calibration") is not None
+
+    def bounds(self, mean: np.ndarray, spread: np.ndarray, static: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated 5th and 95th percentiles (locations, days, 3) of the ensemble mean and spread at locations
+        with these static vectors (tamrl.calibration); a DataError for a checkpoint without calibration."""
+        if not self.calibrated:
+            raise DataError(f"checkpoint {self.bundle.get('path', '')} has no calibration, so no intervals; "
+                            "use a calibrated checkpoint (the shipped default is one)")
+        return bounds(self.bundle["calibration"], mean, spread, igbp_of(static, self.fs.static_names))
+
     def features(self, frame: pd.DataFrame, lat: float, lon: float, igbp: str, koppen: str):
         """Unscaled model inputs of one location, with a clear error if the drivers lack a variable."""
         check_drivers(self.fs, list(frame.columns), "the drivers")
@@ -203,7 +236,8 @@ class Predictor:
     def predict_frame(
         self, frame: pd.DataFrame, lat: float, lon: float, igbp: str, koppen: str, support: pd.DataFrame | None = None
     ) -> pd.DataFrame:
-        """Daily GPP, RECO, NEE and their ensemble spread (``*_std``) for one location.
+        """Daily GPP, RECO, NEE, their ensemble spread (``*_std``) and, for a calibrated checkpoint, their 90%
+        interval (``*_p05``, ``*_p95``) for one location.
 
         The support set comes from ``support`` (drivers of other periods, e.g. historical years) when given,
         else from ``frame`` itself.
@@ -214,6 +248,10 @@ class Predictor:
         out = pd.DataFrame(mean[0], index=frame.index, columns=list(TARGETS))
         for i, t in enumerate(TARGETS):
             out[f"{t}_std"] = std[0][:, i]
+        if self.calibrated:
+            lo, hi = self.bounds(mean, std, static[None])
+            for i, t in enumerate(TARGETS):
+                out[f"{t}_p05"], out[f"{t}_p95"] = lo[0][:, i], hi[0][:, i]
         out.index.name = "date"
         return out
 

@@ -1,7 +1,8 @@
 """Driver windows and support sets.
 
 Training and evaluation cut each site's record into 45-day windows with a stride of 15 days. A TAM-RL support
-set is K driver-only windows of the same site that never overlap the query windows it conditions.
+set is K driver-only windows of the same location spread evenly over its record, in training (where they never
+overlap the query windows they condition) as at inference (where they come from the support years).
 """
 
 import numpy as np
@@ -38,8 +39,9 @@ def sample_episode(
     """Draw query windows and a disjoint support set from one site's candidate windows.
 
     The queries are a run of up to ``n_query`` consecutive candidates at a random place; the support set is up
-    to ``k_support`` windows drawn from the support candidates that overlap none of the queries. When the site
-    is too short to leave any support window, queries are dropped from the end of the run until one is left.
+    to ``k_support`` windows spread evenly over the support candidates that overlap none of the queries (one drawn
+    from each of ``k_support`` equal strata), as ``spread_support`` spreads them at inference. When the site is
+    too short to leave any support window, queries are dropped from the end of the run until one is left.
     """
     n = len(query_starts)
     first = int(rng.integers(0, max(1, n - n_query + 1)))
@@ -49,8 +51,10 @@ def sample_episode(
         if len(free) or len(query) == 1:
             break
         query = query[:-1]
-    support = rng.choice(free, size=min(k_support, len(free)), replace=False) if len(free) else free
-    return query, np.sort(support)
+    if len(free) <= k_support:
+        return query, free
+    strata = np.floor((np.arange(k_support) + rng.random(k_support)) * len(free) / k_support).astype(int)
+    return query, free[np.unique(strata)]
 
 
 def spread_support(n_days: int, k: int, length: int = WINDOW, valid: np.ndarray | None = None) -> np.ndarray:

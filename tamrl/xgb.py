@@ -2,19 +2,19 @@
 
 Settings of FLUXCOM-X: hist trees, learning rate 0.05, max_depth 10, min_child_weight 5, max_leaves 31, up to
 1000 rounds. The number of rounds is chosen on the validation sites (early stopping), the baseline's best honest
-chance. Inputs are the same daily features and statics as the neural models; sample weights are the same
-w_qc * w_igbp * w_koppen.
+chance. Inputs are the checkpoint's daily features and statics, one row per day: with a ``*_context`` feature set
+they carry the FLUXCOM-X temporal context (trailing means, vegetation indices, days since a clear view), so the
+trees see the past as FLUXCOM-X's do. Sample weights are the same w_qc * w_igbp * w_koppen as the neural models'.
 """
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
 import torch
 import xgboost as xgb
 
-from tamrl.config import TrainConfig
+from tamrl.config import TrainConfig, cpu_threads
 from tamrl.dataset import SiteArrays
 from tamrl.features import TARGETS
 from tamrl.scaler import Scaler
@@ -41,7 +41,7 @@ def _rows(arrays: list[SiteArrays], y_scaler: Scaler, target: int) -> xgb.DMatri
         labels.append(y_scaler.inverse(a.y)[keep, target])
         weights.append(a.weight[keep, target])
     return xgb.DMatrix(np.concatenate(features), np.concatenate(labels), weight=np.concatenate(weights),
-                       nthread=os.cpu_count())
+                       nthread=cpu_threads())
 
 
 def fit_xgboost(
@@ -52,7 +52,7 @@ def fit_xgboost(
     for i, target in enumerate(TARGETS):
         train_rows, val_rows = _rows(fit, y_scaler, i), _rows(val, y_scaler, i)
         booster = xgb.train(
-            {**PARAMS, "seed": seed, "nthread": os.cpu_count()}, train_rows, num_boost_round=cfg.xgb_rounds,
+            {**PARAMS, "seed": seed, "nthread": cpu_threads()}, train_rows, num_boost_round=cfg.xgb_rounds,
             evals=[(val_rows, "validation")], early_stopping_rounds=cfg.xgb_early_stopping, verbose_eval=False,
         )
         best = booster.best_iteration + 1
@@ -73,7 +73,7 @@ class XGBoostEnsemble:
             for target in TARGETS:
                 booster = xgb.Booster()
                 booster.load_model(bytearray(member[target].numpy().tobytes()))
-                booster.set_param({"nthread": os.cpu_count()})
+                booster.set_param({"nthread": cpu_threads()})
                 boosters[target] = booster
             self.members.append(boosters)
 

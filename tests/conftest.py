@@ -12,6 +12,7 @@ from jobs.synthetic import synthetic_drivers
 from tamrl.checkpoint import load_bundle, resolve, save_bundle
 from tamrl.config import TrainConfig
 from tamrl.data import Site, load_fluxnet
+from tamrl.features import climatology_channels, feature_set
 from tamrl.predict import build_network
 
 DATA = Path(__file__).parent / "data"
@@ -31,13 +32,14 @@ def sites() -> list[Site]:
 def checkpoint(tmp_path_factory) -> Path:
     """The shipped checkpoint's feature set, scalers and inference settings with small random networks (hidden 16,
     3 members, every weight perturbed so the support set matters): an upscaling job takes about a second."""
-    bundle = load_bundle(resolve("modis_met"))
+    bundle = load_bundle(resolve("default"))
     cfg = TrainConfig(**{**bundle["config"], "hidden": 16, "embedding": 8, "seeds": 3})
     n_dyn, n_stat = len(bundle["features"]["dynamic"]), len(bundle["features"]["static"])
+    n_clim = 12 * len(climatology_channels(feature_set(bundle["feature_set"])))
     torch.manual_seed(0)
     members = []
     for _ in range(cfg.seeds):
-        net = build_network(cfg, n_dyn, n_stat)
+        net = build_network(cfg, n_dyn, n_stat, n_clim)
         with torch.no_grad():
             for p in net.parameters():
                 p.add_(0.3 * torch.randn_like(p))  # the FiLM generator starts at zero: make z matter

@@ -20,8 +20,9 @@ from jobs.engine import run_dates, support_dates, upscale
 from jobs.tiles import Tile
 from jobs.writer import VARIABLES, Cube, CubeSpec
 from service.cli import main
+from tamrl.calibration import cube_bounds
 from tamrl.errors import ConfigError, DataError
-from tamrl.features import BANDS
+from tamrl.features import BANDS, TARGETS
 from tamrl.predict import Predictor
 
 CHUNK = (None, 4, 4)  # tiles of 2 x 2 chunks = 8 x 8 cells
@@ -76,6 +77,10 @@ def test_cube_equals_tamrl_predict_at_pixels(cube, checkpoint, drivers):
         expected = predictor.predict_frame(run_frame, lat, lon, str(igbp), str(koppen), support).loc[START:END]
         for name in VARIABLES:
             np.testing.assert_allclose(ds[name].values[:, i, j], expected[name].values, rtol=1e-5, atol=1e-5)
+        for target in TARGETS:  # the cube's documented calibration gives tamrl predict's 90% interval
+            lo, hi = cube_bounds(ds.isel(lat=[i], lon=[j]), target)
+            np.testing.assert_allclose(lo.values[:, 0, 0], expected[f"{target}_p05"].values, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(hi.values[:, 0, 0], expected[f"{target}_p95"].values, rtol=1e-5, atol=1e-5)
 
 
 def pixel_frame(cell: xr.Dataset, dates: pd.DatetimeIndex) -> pd.DataFrame:

@@ -300,8 +300,8 @@ def test_check_drivers_needs_the_clear_flag_for_reflectance():
 
 
 def test_feature_set_lookup():
-    assert set(FEATURE_SETS) == {"met", "modis_met", "carbonbench"}
-    with pytest.raises(DataError, match="unknown feature set 'modis'; choose one of met, modis_met, carbonbench"):
+    assert set(FEATURE_SETS) == {"met", "modis_met", "met_context", "modis_met_context", "carbonbench"}
+    with pytest.raises(DataError, match="unknown feature set 'modis'; choose one of met, modis_met, met_context"):
         feature_set("modis")
 
 

@@ -16,7 +16,7 @@ from tamrl.train import batch_loss, train
 from tamrl.windows import WINDOW, overlaps, sample_episode, window_starts
 
 TINY = dict(seeds=2, hidden=16, embedding=8, epochs=2, epochs_stage2=2, max_steps_per_epoch=3,
-            sites_per_batch=4, queries_per_site=4, support_windows=4, inference_support_windows=6)
+            sites_per_batch=4, queries_per_site=4, support_windows=4)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_training_lowers_the_loss(sites):
     x_scaler, y_scaler = fit_scalers(fs, sites)
     arrays = build_arrays(fs, sites, x_scaler, y_scaler, None)
     torch.manual_seed(0)
-    net = build_network(cfg, arrays[0].x.shape[1], len(arrays[0].static))
+    net = build_network(cfg, arrays[0].x.shape[1], len(arrays[0].static), len(arrays[0].clim))
     batch = sample_batch(arrays, 4, 4, 4, np.random.default_rng(0))
     mean, std = torch.from_numpy(y_scaler.mean), torch.from_numpy(y_scaler.std)
     optimiser = torch.optim.AdamW(net.parameters(), lr=3e-3)
@@ -116,7 +116,8 @@ def test_checkpoint_is_self_describing_and_round_trips_bit_identically(tamrl_bun
     loaded = torch.load(path, weights_only=True)
     assert loaded["schema_version"] == SCHEMA_VERSION
     assert len(loaded["members"]) == 2
-    assert loaded["feature_set"] == "modis_met"
+    assert loaded["feature_set"] == "modis_met_context"
+    assert loaded["calibration"] is None  # calibrated later, from cross-validation (bench/cv_report.py)
     assert set(loaded["training_sites"]) | set(loaded["validation_sites"]) == {s.site_id for s in sites}
     assert loaded["inference"]["mode"] in ("stateful", "windowed")
     assert "FLUXNET" in loaded["attribution"]
@@ -167,9 +168,12 @@ def test_finish_clips_and_balances():
 
 @pytest.mark.parametrize("model", ["tamlstm", "ctlstm", "xgboost"])
 def test_every_registered_model_trains_and_predicts(model, sites, tmp_path):
-    cfg = load_config(model=model, feature_set="met", xgb_rounds=20, **TINY)
+    cfg = load_config(model=model, feature_set="met_context", xgb_rounds=20, val_fraction=0.2, **TINY)
     bundle = train(cfg, sites, tmp_path / f"{model}.pt", progress=False)
     out = Predictor.load(tmp_path / f"{model}.pt").predict_site(sites[1])
     assert list(out.columns[:3]) == list(TARGETS)
     assert np.isfinite(out.to_numpy()).all()
-    assert bundle["metrics"]["validation_rmse_chosen"]["GPP"] > 0
+    assert bundle["validation_sites"] and not set(bundle["validation_sites"]) & set(bundle["training_sites"])
+    if model != "xgboost":
+        assert [h["epoch"] for h in bundle["history"][0]] == list(range(len(bundle["history"][0])))
+        assert all(np.isfinite(h["validation"]) for h in bundle["history"][0])
