@@ -15,7 +15,7 @@ workers (``--worker i --workers n``). ``bench/cv_report.py`` turns the units int
 ``--final`` runs the same units once more for the final table: trained on all training sites, predicting the
 test sites, 10 seeds (``OUT/test/seed{s}.parquet``, with each variant's member weights in ``seed{s}.pt``).
 
-    TAMRL_THREADS=1 python bench/cv.py --worker 0 --workers 2 &     # about 30 min on 2 cores
+    TAMRL_THREADS=1 python bench/cv.py --worker 0 --workers 2 &     # about 25 min on 2 cores (3 seeds)
     TAMRL_THREADS=1 python bench/cv.py --worker 1 --workers 2 &
     TAMRL_THREADS=1 python bench/cv.py --final --seeds 10 --out runs/final --worker 0 --workers 2 &
 """
@@ -77,9 +77,11 @@ def member_predictions(cfg: TrainConfig, data: Prepared, state: dict, sites: lis
     return pd.concat(frames, ignore_index=True)
 
 
-def run_unit(cfg: TrainConfig, sites: list[Site], held: list[str], seed: int, out: Path, monitor: bool) -> None:
-    """Train one seed on the sites outside ``held`` and write the three variants' predictions at ``held``;
-    with ``monitor``, the history holds the validation score on ``held`` after every epoch (never for test sites).
+def run_unit(cfg: TrainConfig, sites: list[Site], held: list[str], seed: int, out: Path, monitor: bool,
+             branches: tuple[str, ...] = ("tamrl", "z_off")) -> None:
+    """Train one seed on the sites outside ``held`` and write the variants' predictions at ``held`` (the decoder
+    and the joint-stage ``branches``); with ``monitor``, the history holds the validation score on ``held`` after
+    every epoch (never for test sites).
     """
     fit_sites = [s for s in sites if s.site_id not in held]
     test_sites = [s for s in sites if s.site_id in held]
@@ -93,8 +95,8 @@ def run_unit(cfg: TrainConfig, sites: list[Site], held: list[str], seed: int, ou
     stage1 = {k: v.clone() for k, v in net.state_dict().items()}
     frames = [member_predictions(cfg, data, stage1, test_sites, "decoder", seed)]
     states = {"decoder": stage1}
-    for variant, zero in (("tamrl", False), ("z_off", True)):
-        vcfg = cfg.model_copy(update={"zero_embedding": zero})
+    for variant in branches:
+        vcfg = cfg.model_copy(update={"zero_embedding": variant == "z_off"})
         branch = build_network(vcfg, data.fit[0].x.shape[1], len(data.fit[0].static), len(data.fit[0].clim))
         branch.load_state_dict(stage1)
         branch_rng = np.random.default_rng(1000 + seed)  # both branches see the same batches
@@ -122,6 +124,7 @@ def main() -> None:
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--final", action="store_true", help="train on all training sites, predict the test sites")
+    parser.add_argument("--branches", default="tamrl,z_off", help="joint-stage variants to branch from stage 1")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = load_config(args.config, model="tamrl", seeds=1)
@@ -138,7 +141,7 @@ def main() -> None:
             continue
         log.info("fold %d seed %d: training on %d sites, scoring %d", k, seed, len(sites) - len(split[k]),
                  len(split[k]))
-        run_unit(cfg, sites, split[k], seed, out, monitor=not args.final)
+        run_unit(cfg, sites, split[k], seed, out, monitor=not args.final, branches=tuple(args.branches.split(",")))
 
 
 if __name__ == "__main__":

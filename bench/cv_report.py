@@ -91,14 +91,15 @@ def cross_coverage(ens: pd.DataFrame, variant: str) -> pd.DataFrame:
     table = oof_table(ens, variant)
     rows = []
     for fold in sorted(table["fold"].unique()):
-        cal = fit_calibration(table[table["fold"] != fold], f"folds other than {fold}")
+        members = int(table["members"].min())
+        cal = fit_calibration(table[table["fold"] != fold], f"folds other than {fold}", members)
         held = table[(table["fold"] == fold) & (table["nee_qc"] == 1) & np.isfinite(table["observed"])]
         for target in TARGETS:
             t = held[held["target"] == target]
             mean = t["predicted"].to_numpy()[None, :, None].repeat(3, -1)
             spread = t["spread"].to_numpy()[None, :, None].repeat(3, -1)
             k = TARGETS.index(target)
-            lo, hi = (b[0, :, k] for b in _bounds_per_day(cal, mean, spread, t["igbp"].to_numpy()))
+            lo, hi = (b[0, :, k] for b in _bounds_per_day(cal, mean, spread, t["igbp"].to_numpy(), members))
             inside = (lo <= t["observed"].to_numpy()) & (t["observed"].to_numpy() <= hi)
             rows.append({"fold": fold, "target": target, "days": len(t), "inside": int(inside.sum())})
     frame = pd.DataFrame(rows)
@@ -106,9 +107,9 @@ def cross_coverage(ens: pd.DataFrame, variant: str) -> pd.DataFrame:
         coverage=lambda f: f["inside"] / f["days"]).reset_index()
 
 
-def _bounds_per_day(cal: dict, mean: np.ndarray, spread: np.ndarray, igbp: np.ndarray):
+def _bounds_per_day(cal: dict, mean: np.ndarray, spread: np.ndarray, igbp: np.ndarray, members: int):
     """``bounds`` for rows that each carry their own IGBP class: rows become locations of one day."""
-    lo, hi = bounds(cal, mean.transpose(1, 0, 2), spread.transpose(1, 0, 2), igbp)
+    lo, hi = bounds(cal, mean.transpose(1, 0, 2), spread.transpose(1, 0, 2), igbp, members)
     return lo.transpose(1, 0, 2), hi.transpose(1, 0, 2)
 
 
@@ -126,7 +127,7 @@ def cmd_cv(args: argparse.Namespace) -> None:
     coverage = {}
     for variant in VARIANTS:
         cal = fit_calibration(oof_table(ens, variant), f"{ens['fold'].nunique()}-fold cross-validation over "
-                              f"{ens['site'].nunique()} training sites, {members}-member ensembles")
+                              f"{ens['site'].nunique()} training sites, {members}-member ensembles", members)
         (args.runs / f"calibration_{variant}.json").write_text(json.dumps(cal, indent=1))
         coverage[variant] = cross_coverage(ens, variant)
     cov = pd.concat([c.assign(model=v) for v, c in coverage.items()], ignore_index=True)
@@ -148,7 +149,7 @@ def cmd_assemble(args: argparse.Namespace) -> None:
     sites = [s for s in usable_sites(cfg.feature_set, with_test=True) if s.site_id in set(saved[0]["training_sites"])]
     data = Prepared(cfg, sites)
     scores = json.loads((args.cv / "cv_scores.json").read_text())
-    for variant in VARIANTS:
+    for variant in [v for v in VARIANTS if v in saved[0]["states"]]:
         vcfg, states = cfg, [u["states"][variant] for u in saved]
         if variant == "decoder":
             vcfg = cfg.model_copy(update={"model": "tamlstm"})

@@ -18,7 +18,7 @@ parallel() {  # run a command as two workers, one core each
   "$@" --worker 0 --workers 2 & "$@" --worker 1 --workers 2; wait
 }
 
-parallel python bench/cv.py --config "$CONFIG" --out runs/cv --seeds 2
+parallel python bench/cv.py --config "$CONFIG" --out runs/cv --seeds 3
 python bench/cv_report.py cv --runs runs/cv --out docs/validation/cv
 
 parallel python bench/cv.py --config "$CONFIG" --final --seeds 10 --out runs/final

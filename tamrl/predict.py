@@ -221,7 +221,8 @@ class Predictor:
         if not self.calibrated:
             raise DataError(f"checkpoint {self.bundle.get('path', '')} has no calibration, so no intervals; "
                             "use a calibrated checkpoint (the shipped default is one)")
-        return bounds(self.bundle["calibration"], mean, spread, igbp_of(static, self.fs.static_names))
+        igbp = igbp_of(static, self.fs.static_names)
+        return bounds(self.bundle["calibration"], mean, spread, igbp, len(self.bundle["members"]))
 
     def features(self, frame: pd.DataFrame, lat: float, lon: float, igbp: str, koppen: str):
         """Unscaled model inputs of one location, with a clear error if the drivers lack a variable."""

@@ -18,17 +18,18 @@ def shipped() -> Predictor:
     return Predictor.load(resolve("default"))
 
 
-def test_members_whose_film_is_the_identity_skip_the_encoder_with_identical_results(shipped, sites):
-    modulating = shipped.ensemble.modulating
-    assert 0 < sum(modulating) < len(modulating)  # the shipped ensemble holds both kinds (VALIDATION.md: 2 of 10)
-    for net, flag in zip(shipped.ensemble.networks, modulating, strict=True):
+def test_members_whose_film_is_the_identity_skip_the_encoder_with_identical_results(sites):
+    met = Predictor.load(resolve("met"))  # schema-1 ensemble: its gate kept the joint stage for 1 of 3 seeds
+    modulating = met.ensemble.modulating
+    assert 0 < sum(modulating) < len(modulating)
+    for net, flag in zip(met.ensemble.networks, modulating, strict=True):
         assert flag == bool(net.generator.mlp[-1].weight.abs().sum() > 0)
-    fast = shipped.predict_site(sites[0])
-    shipped.ensemble.modulating = [True] * len(modulating)  # run every encoder and FiLM, identity or not
+    fast = met.predict_site(sites[0])
+    met.ensemble.modulating = [True] * len(modulating)  # run every encoder and FiLM, identity or not
     try:
-        full = shipped.predict_site(sites[0])
+        full = met.predict_site(sites[0])
     finally:
-        shipped.ensemble.modulating = modulating
+        met.ensemble.modulating = modulating
     pd.testing.assert_frame_equal(fast, full, check_exact=True)
 
 

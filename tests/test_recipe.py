@@ -1,12 +1,14 @@
 """The training recipe's parts against hand computations: temporal context, calibration, weight averaging, the z-off
 control, support sets built alike in training and inference, and version 1 checkpoints."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from tamrl.calibration import bounds, fit_calibration, igbp_of
+from tamrl.calibration import bounds, fit_calibration, igbp_of, sigma_factor
 from tamrl.checkpoint import load_bundle
 from tamrl.config import load_config
 from tamrl.features import (
@@ -80,8 +82,17 @@ def _oof(residuals: dict[str, list[float]], spread: float = 1.0) -> pd.DataFrame
         for i, r in enumerate(values):
             for target in ("GPP", "RECO", "NEE"):
                 rows.append({"site": f"{igbp}{i % 5}", "igbp": igbp, "target": target, "observed": 2.0 + r,
-                             "predicted": 2.0, "spread": spread, "nee_qc": 1.0})
+                             "predicted": 2.0, "spread": spread / sigma_factor(3), "nee_qc": 1.0})
     return pd.DataFrame(rows)
+
+
+def test_sigma_factor_makes_the_spread_of_any_ensemble_size_an_unbiased_sigma():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 10):
+        spread = rng.normal(size=(200_000, n)).std(axis=1)  # population std of n unit-sigma members
+        assert spread.mean() * sigma_factor(n) == pytest.approx(1.0, abs=0.005)
+    assert sigma_factor(2) == pytest.approx(math.sqrt(2) * math.sqrt(math.pi / 2))  # c4(2) = sqrt(2 / pi)
+    assert sigma_factor(1) == 0.0
 
 
 def test_calibration_quantiles_and_bounds_by_hand():
@@ -89,24 +100,25 @@ def test_calibration_quantiles_and_bounds_by_hand():
     narrow = list(np.linspace(-1, 1, 101))  # GRA: 5 sites
     rare = [10.0, -10.0]  # SAV: 2 sites, below MIN_SITES: uses the pooled quantiles
     table = _oof({"ENF": wide, "GRA": narrow, "SAV": rare})
-    cal = fit_calibration(table, "test")
+    cal = fit_calibration(table, "test", members=3)  # spreads of 3 members: sigma 1
     gpp = cal["targets"]["GPP"]
-    assert gpp["floor"] == 1.0
+    assert gpp["floor"] == pytest.approx(1.0) and cal["members"] == 3
     assert gpp["igbp"]["ENF"] == pytest.approx([-1.8, 1.8])  # 5th/95th percentile of linspace(-2, 2, 101)
     assert gpp["igbp"]["GRA"] == pytest.approx([-0.45, 0.45])
     assert "SAV" not in gpp["igbp"]
     pooled = (np.concatenate([wide, narrow, rare]) / 2)
     assert gpp["pooled"] == pytest.approx(np.quantile(pooled, [0.05, 0.95]).tolist())
     mean = np.full((3, 1, 3), 1.0, np.float32)
-    spread = np.full((3, 1, 3), 0.5, np.float32)
-    lo, hi = bounds(cal, mean, spread, np.array(["ENF", "GRA", "SAV"]))
+    spread = np.full((3, 1, 3), 0.5 / sigma_factor(10), np.float32)  # a 10-member ensemble with sigma 0.5
+    lo, hi = bounds(cal, mean, spread, np.array(["ENF", "GRA", "SAV"]), members=10)
     assert lo[0, 0, 2] == pytest.approx(1 - 1.8 * 1.5) and hi[0, 0, 2] == pytest.approx(1 + 1.8 * 1.5)
     assert lo[1, 0, 2] == pytest.approx(1 - 0.45 * 1.5)
     assert lo[2, 0, 2] == pytest.approx(1 + gpp["pooled"][0] * 1.5)
     assert lo[0, 0, 0] == 0.0  # GPP and RECO bounds are clipped at zero like the fluxes
     # the interval holds 90% of a class's calibration days: 91 of ENF's 101
     enf = table[(table["igbp"] == "ENF") & (table["target"] == "NEE")]
-    lo, hi = bounds(cal, np.full((1, len(enf), 3), 2.0), np.ones((1, len(enf), 3)), np.array(["ENF"]))
+    lo, hi = bounds(cal, np.full((1, len(enf), 3), 2.0), np.ones((1, len(enf), 3)) / sigma_factor(3),
+                    np.array(["ENF"]), members=3)
     assert ((enf["observed"] >= lo[0, :, 2] - 1e-5) & (enf["observed"] <= hi[0, :, 2] + 1e-5)).sum() == 91
 
 
