@@ -87,30 +87,25 @@ def oof_table(ens: pd.DataFrame, variant: str) -> pd.DataFrame:
 
 
 def cross_coverage(ens: pd.DataFrame, variant: str) -> pd.DataFrame:
-    """Coverage of the 90% interval on each fold when calibrated on the other folds (an honest CV estimate)."""
+    """Coverage of the 90% interval on each fold's sites when calibrated on the other folds (an honest CV
+    estimate), overall and by IGBP class."""
     table = oof_table(ens, variant)
+    members = int(table["members"].min())
     rows = []
     for fold in sorted(table["fold"].unique()):
-        members = int(table["members"].min())
         cal = fit_calibration(table[table["fold"] != fold], f"folds other than {fold}", members)
         held = table[(table["fold"] == fold) & (table["nee_qc"] == 1) & np.isfinite(table["observed"])]
         for target in TARGETS:
             t = held[held["target"] == target]
-            mean = t["predicted"].to_numpy()[None, :, None].repeat(3, -1)
-            spread = t["spread"].to_numpy()[None, :, None].repeat(3, -1)
             k = TARGETS.index(target)
-            lo, hi = (b[0, :, k] for b in _bounds_per_day(cal, mean, spread, t["igbp"].to_numpy(), members))
+            mean, spread = (np.repeat(t[c].to_numpy()[:, None], 3, axis=1) for c in ("predicted", "spread"))
+            lo, hi = (b[:, k] for b in bounds(cal, mean, spread, members))
             inside = (lo <= t["observed"].to_numpy()) & (t["observed"].to_numpy() <= hi)
-            rows.append({"fold": fold, "target": target, "days": len(t), "inside": int(inside.sum())})
-    frame = pd.DataFrame(rows)
-    return frame.groupby("target", sort=False)[["days", "inside"]].sum().assign(
-        coverage=lambda f: f["inside"] / f["days"]).reset_index()
-
-
-def _bounds_per_day(cal: dict, mean: np.ndarray, spread: np.ndarray, igbp: np.ndarray, members: int):
-    """``bounds`` for rows that each carry their own IGBP class: rows become locations of one day."""
-    lo, hi = bounds(cal, mean.transpose(1, 0, 2), spread.transpose(1, 0, 2), igbp, members)
-    return lo.transpose(1, 0, 2), hi.transpose(1, 0, 2)
+            rows.append(pd.DataFrame({"target": target, "igbp": t["igbp"].to_numpy(), "inside": inside}))
+    frame = pd.concat(rows, ignore_index=True)
+    overall = frame.groupby("target", sort=False)["inside"].agg(days="size", coverage="mean").reset_index()
+    by_class = frame.groupby(["target", "igbp"], sort=False)["inside"].agg(days="size", coverage="mean").reset_index()
+    return pd.concat([overall.assign(igbp="all"), by_class], ignore_index=True)
 
 
 def cmd_cv(args: argparse.Namespace) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tamrl.calibration import bounds, igbp_of
+from tamrl.calibration import bounds
 from tamrl.checkpoint import load_bundle
 from tamrl.config import TrainConfig
 from tamrl.data import Site, daily_calendar
@@ -215,14 +215,13 @@ class Predictor:
         """Whether the checkpoint carries a calibration, so predictions get 90% intervals."""
         return self.bundle.get("calibration") is not None
 
-    def bounds(self, mean: np.ndarray, spread: np.ndarray, static: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated 5th and 95th percentiles (locations, days, 3) of the ensemble mean and spread at locations
-        with these static vectors (tamrl.calibration); a DataError for a checkpoint without calibration."""
+    def bounds(self, mean: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated 5th and 95th percentiles (locations, days, 3) of the ensemble mean and spread
+        (tamrl.calibration); a DataError for a checkpoint without calibration."""
         if not self.calibrated:
             raise DataError(f"checkpoint {self.bundle.get('path', '')} has no calibration, so no intervals; "
                             "use a calibrated checkpoint (the shipped default is one)")
-        igbp = igbp_of(static, self.fs.static_names)
-        return bounds(self.bundle["calibration"], mean, spread, igbp, len(self.bundle["members"]))
+        return bounds(self.bundle["calibration"], mean, spread, len(self.bundle["members"]))
 
     def features(self, frame: pd.DataFrame, lat: float, lon: float, igbp: str, koppen: str):
         """Unscaled model inputs of one location, with a clear error if the drivers lack a variable."""
@@ -250,7 +249,7 @@ class Predictor:
         for i, t in enumerate(TARGETS):
             out[f"{t}_std"] = std[0][:, i]
         if self.calibrated:
-            lo, hi = self.bounds(mean, std, static[None])
+            lo, hi = self.bounds(mean, std)
             for i, t in enumerate(TARGETS):
                 out[f"{t}_p05"], out[f"{t}_p95"] = lo[0][:, i], hi[0][:, i]
         out.index.name = "date"

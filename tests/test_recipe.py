@@ -1,14 +1,13 @@
 """The training recipe's parts against hand computations: temporal context, calibration, weight averaging, the z-off
 control, support sets built alike in training and inference, and version 1 checkpoints."""
 
-import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from tamrl.calibration import bounds, fit_calibration, igbp_of, sigma_factor
+from tamrl.calibration import bounds, fit_calibration, sigma_factor
 from tamrl.checkpoint import load_bundle
 from tamrl.config import load_config
 from tamrl.features import (
@@ -17,7 +16,6 @@ from tamrl.features import (
     days_since,
     dynamic_features,
     feature_set,
-    static_features,
     trailing_mean,
     vegetation_indices,
 )  # fmt: skip
@@ -76,57 +74,28 @@ def test_climatology_is_the_monthly_mean_of_the_scaled_channels():
     np.testing.assert_allclose(clim[:, 1], 1)
 
 
-def _oof(residuals: dict[str, list[float]], spread: float = 1.0) -> pd.DataFrame:
-    rows = []
-    for igbp, values in residuals.items():
-        for i, r in enumerate(values):
-            for target in ("GPP", "RECO", "NEE"):
-                rows.append({"site": f"{igbp}{i % 5}", "igbp": igbp, "target": target, "observed": 2.0 + r,
-                             "predicted": 2.0, "spread": spread / sigma_factor(3), "nee_qc": 1.0})
-    return pd.DataFrame(rows)
-
-
-def test_sigma_factor_makes_the_spread_of_any_ensemble_size_an_unbiased_sigma():
-    rng = np.random.default_rng(0)
-    for n in (2, 3, 10):
-        spread = rng.normal(size=(200_000, n)).std(axis=1)  # population std of n unit-sigma members
-        assert spread.mean() * sigma_factor(n) == pytest.approx(1.0, abs=0.005)
-    assert sigma_factor(2) == pytest.approx(math.sqrt(2) * math.sqrt(math.pi / 2))  # c4(2) = sqrt(2 / pi)
-    assert sigma_factor(1) == 0.0
+def _oof(residuals: list[float], spread: float) -> pd.DataFrame:
+    rows = [{"site": f"S{i % 5}", "target": target, "observed": 2.0 + r, "predicted": 2.0, "spread": spread,
+             "nee_qc": 1.0} for i, r in enumerate(residuals) for target in ("GPP", "RECO", "NEE")]
+    return pd.DataFrame([*rows, {**rows[0], "nee_qc": 0.0, "observed": 99.0}])  # not a QC == 1 day: ignored
 
 
 def test_calibration_quantiles_and_bounds_by_hand():
-    wide = list(np.linspace(-4, 4, 101))  # ENF: 5 sites, scaled residuals -2..2 (spread 1 + floor 1)
-    narrow = list(np.linspace(-1, 1, 101))  # GRA: 5 sites
-    rare = [10.0, -10.0]  # SAV: 2 sites, below MIN_SITES: uses the pooled quantiles
-    table = _oof({"ENF": wide, "GRA": narrow, "SAV": rare})
-    cal = fit_calibration(table, "test", members=3)  # spreads of 3 members: sigma 1
+    residuals = list(np.linspace(-4, 4, 101))
+    table = _oof(residuals, spread=1 / sigma_factor(3))  # spreads of 3 members with sigma 1: floor 1
+    cal = fit_calibration(table, "test", members=3)
     gpp = cal["targets"]["GPP"]
-    assert gpp["floor"] == pytest.approx(1.0) and cal["members"] == 3
-    assert gpp["igbp"]["ENF"] == pytest.approx([-1.8, 1.8])  # 5th/95th percentile of linspace(-2, 2, 101)
-    assert gpp["igbp"]["GRA"] == pytest.approx([-0.45, 0.45])
-    assert "SAV" not in gpp["igbp"]
-    pooled = (np.concatenate([wide, narrow, rare]) / 2)
-    assert gpp["pooled"] == pytest.approx(np.quantile(pooled, [0.05, 0.95]).tolist())
-    mean = np.full((3, 1, 3), 1.0, np.float32)
-    spread = np.full((3, 1, 3), 0.5 / sigma_factor(10), np.float32)  # a 10-member ensemble with sigma 0.5
-    lo, hi = bounds(cal, mean, spread, np.array(["ENF", "GRA", "SAV"]), members=10)
+    assert gpp["floor"] == pytest.approx(1.0) and cal["members"] == 3 and cal["n_days"] == 101
+    assert gpp["quantiles"] == pytest.approx([-1.8, 1.8])  # 5th/95th percentile of linspace(-2, 2, 101)
+    mean = np.full((2, 1, 3), 1.0, np.float32)
+    spread = np.full((2, 1, 3), 0.5 / sigma_factor(10), np.float32)  # a 10-member ensemble with sigma 0.5
+    lo, hi = bounds(cal, mean, spread, members=10)
     assert lo[0, 0, 2] == pytest.approx(1 - 1.8 * 1.5) and hi[0, 0, 2] == pytest.approx(1 + 1.8 * 1.5)
-    assert lo[1, 0, 2] == pytest.approx(1 - 0.45 * 1.5)
-    assert lo[2, 0, 2] == pytest.approx(1 + gpp["pooled"][0] * 1.5)
-    assert lo[0, 0, 0] == 0.0  # GPP and RECO bounds are clipped at zero like the fluxes
-    # the interval holds 90% of a class's calibration days: 91 of ENF's 101
-    enf = table[(table["igbp"] == "ENF") & (table["target"] == "NEE")]
-    lo, hi = bounds(cal, np.full((1, len(enf), 3), 2.0), np.ones((1, len(enf), 3)) / sigma_factor(3),
-                    np.array(["ENF"]), members=3)
-    assert ((enf["observed"] >= lo[0, :, 2] - 1e-5) & (enf["observed"] <= hi[0, :, 2] + 1e-5)).sum() == 91
-
-
-def test_igbp_is_read_off_the_static_vector():
-    fs = feature_set("modis_met_context")
-    static = np.stack([static_features(fs, 45, 7, c, "C") for c in ("ENF", "CRO", "GRA")])
-    assert list(igbp_of(static, fs.static_names)) == ["ENF", "CRO", "GRA"]
-
+    assert lo[0, 0, 0] < 0  # not clipped: the interval bounds what a tower measures, which can be below zero
+    # the interval holds 90% of the calibration days: 91 of 101
+    lo, hi = bounds(cal, np.full((101, 3), 2.0), np.full((101, 3), 1 / sigma_factor(3)), members=3)
+    observed = 2.0 + np.array(residuals)
+    assert ((observed >= lo[:, 2] - 1e-5) & (observed <= hi[:, 2] + 1e-5)).sum() == 91
 
 def test_weight_average_ramps_up_then_decays():
     net = torch.nn.Linear(1, 1, bias=False)
