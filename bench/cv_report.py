@@ -8,6 +8,9 @@
         the final units' members as one checkpoint per variant (runs/final/<variant>.pt), calibrated from the CV
     python bench/cv_report.py attach --checkpoint C --variant tamrl --cv runs/cv
         a checkpoint trained with `tamrl train` gets that variant's calibration and cross-validation scores
+    python bench/cv_report.py test --report docs/validation/test
+        the final table from `tamrl evaluate`'s predictions.csv: every model against TAMLSTM and against XGBoost,
+        paired per site, with bootstrap intervals (comparisons.csv beside it)
 """
 
 import argparse
@@ -22,7 +25,7 @@ from cv import usable_sites  # bench/cv.py, beside this script
 from tamrl.calibration import bounds, fit_calibration
 from tamrl.checkpoint import load_bundle, save_bundle
 from tamrl.config import TrainConfig
-from tamrl.evaluate import paired_comparison, site_metrics
+from tamrl.evaluate import paired_comparison, same_days, site_metrics
 from tamrl.features import TARGETS
 from tamrl.train import Prepared, make_bundle
 
@@ -168,6 +171,15 @@ def cmd_attach(args: argparse.Namespace) -> None:
     print(f"{args.checkpoint}: calibration and cross-validation scores of {args.variant} attached")
 
 
+def cmd_test(args: argparse.Namespace) -> None:
+    metrics = site_metrics(same_days(pd.read_csv(args.report / "predictions.csv", parse_dates=["date"])))
+    models = list(metrics["model"].unique())
+    pairs = [(m, ref) for ref in args.against for m in models if m != ref]
+    table = comparisons(metrics, pairs)
+    table.to_csv(args.report / "comparisons.csv", index=False)
+    print(table.round(4).to_string(index=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(required=True)
@@ -184,6 +196,10 @@ def main() -> None:
     p.add_argument("--variant", choices=VARIANTS, required=True)
     p.add_argument("--cv", type=Path, default=Path("runs/cv"))
     p.set_defaults(func=cmd_attach)
+    p = sub.add_parser("test")
+    p.add_argument("--report", type=Path, default=Path("docs/validation/test"))
+    p.add_argument("--against", nargs="+", default=["tamlstm", "xgboost"])
+    p.set_defaults(func=cmd_test)
     args = parser.parse_args()
     args.func(args)
 

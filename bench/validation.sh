@@ -3,7 +3,8 @@
 #   1. cross-validation over the training sites: every decision, and the calibration of the intervals
 #   2. the final units: 10 seeds trained on all training sites, predicting the 40 test sites
 #   3. the FLUXCOM-X-style XGBoost baseline (and the same trees on same-day features)
-#   4. the final table (tamrl evaluate: predictions.csv, scores, coverage, figures)
+#   4. the final table (tamrl evaluate: predictions.csv, scores, coverage, figures; every model against TAMLSTM
+#      and XGBoost with bootstrap intervals)
 #   5. the shipped default: the chosen recipe trained on every usable site, calibrated from step 1
 # Finished units are kept: run it again to resume. VARIANT (default tamrl) is the variant step 1 chose.
 set -euo pipefail
@@ -35,8 +36,9 @@ tamrl evaluate --reference xgboost --data "$DATA/fluxnet2015" --modis "$DATA/mod
   --checkpoint runs/final/xgboost_modis_met_context.pt --label xgboost \
   --checkpoint runs/final/xgboost_modis_met.pt --label xgboost_same_day \
   --checkpoint met --label met_v1 --out docs/validation/test
+python bench/cv_report.py test --report docs/validation/test
 
 SHIPPED=tamrl/checkpoints/modis_met_context.pt
-[ -f "$SHIPPED" ] || TAMRL_THREADS= tamrl train --config "$CONFIG" --seeds 10 --data "$DATA/fluxnet2015" \
+[ -f "$SHIPPED" ] || TAMRL_THREADS= tamrl train --config "$CONFIG" --data "$DATA/fluxnet2015" \
   --modis "$DATA/modis" --out "$SHIPPED" --quiet
 python bench/cv_report.py attach --checkpoint "$SHIPPED" --variant "$VARIANT" --cv runs/cv
