@@ -35,8 +35,8 @@ tamrl evaluate --reference xgboost --data "$DATA/fluxnet2015" --modis "$DATA/mod
   --checkpoint runs/final/decoder.pt --label tamlstm \
   --checkpoint runs/final/xgboost_modis_met_context.pt --label xgboost \
   --checkpoint runs/final/xgboost_modis_met.pt --label xgboost_same_day \
-  --checkpoint met --label met_v1 --out docs/validation/test
-python bench/cv_report.py test --report docs/validation/test
+  --checkpoint modis_met --label modis_met_v1 --checkpoint met --label met_v1 --out docs/validation/test
+python bench/cv_report.py test --report docs/validation/test --against tamlstm xgboost modis_met_v1
 
 SHIPPED=tamrl/checkpoints/modis_met_context.pt
 [ -f "$SHIPPED" ] || TAMRL_THREADS= tamrl train --config "$CONFIG" --data "$DATA/fluxnet2015" \
