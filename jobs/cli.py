@@ -40,7 +40,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="ERA5/ERA5-Land NetCDF or Zarr (hourly or daily t2m, d2m, ssrd), and/or stores of canonical "
         "daily variables (TA, SW_IN, VPD, B01..B07, CLEAR); local paths or fsspec URLs",
     )
-    p.add_argument("--bbox", required=True, metavar="W,S,E,N", help="region in degrees, e.g. 5,42.5,15,52.5")
+    p.add_argument("--bbox", required=True, metavar="W,S,E,N",
+                   help="region in degrees (west and south negative), e.g. 5,42.5,15,52.5")
     p.add_argument("--start", required=True, help="first day, e.g. 2019-01-01")
     p.add_argument("--end", required=True, help="last day, inclusive")
     p.add_argument("--out", help="output Zarr store (path or fsspec URL); required unless --dry-run")

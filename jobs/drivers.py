@@ -5,7 +5,7 @@
 `tamrl.features` (TA, SW_IN, VPD, B01..B07, CLEAR):
 
 - ERA5 / ERA5-Land fields (t2m, d2m, ssrd or a mean short-wave flux), hourly or daily, go through
-  `jobs.era5.daily_drivers`;
+  `jobs.era5.daily_drivers` (which drops a partial first or last day of an hourly record: `GridDrivers.notes`);
 - canonical daily variables already in a dataset (a pre-processed store, the synthetic reflectance) pass through.
 
 A variable that several groups supply is taken from the first URL that has it. Everything stays lazy (dask) until
@@ -48,6 +48,7 @@ class Source:
     arrays: dict[str, xr.DataArray]  # lazy, dims (time, lat, lon), lat descending, lon ascending
     accumulation: str  # the ssrd convention used ("hourly", "since_00"), or "auto" where it does not apply
     synthetic: bool
+    note: str = ""  # the partial days dropped from the ends of an hourly record, and why (`jobs.era5.daily_drivers`)
 
     @property
     def lat(self) -> np.ndarray:
@@ -97,6 +98,11 @@ class GridDrivers:
     @property
     def accumulations(self) -> tuple[str, ...]:
         return tuple(source.accumulation for source in self.sources)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What was dropped from the drivers as they were read, one line per driver grid that lost days."""
+        return tuple(source.note for source in self.sources if source.note)
 
     @property
     def synthetic(self) -> bool:
@@ -190,11 +196,12 @@ def _group_by_grid(urls: tuple[str, ...], storage_options: dict | None) -> list[
 def _source(urls: tuple[str, ...], ds: xr.Dataset, accumulation: str) -> Source:
     """The canonical daily variables of one opened group: ERA5 fields converted, canonical ones passed through."""
     arrays = {}
-    resolved = "auto"
+    resolved, note = "auto", ""
     if any(name in ds for name in ERA5_INPUTS):
         daily = daily_drivers(ds, accumulation)
         arrays.update({name: daily[name] for name in daily.data_vars})
         resolved = daily["SW_IN"].attrs.get("accumulation", "auto") if "SW_IN" in daily else "auto"
+        note = f"{', '.join(urls)}: {daily.attrs['trimmed']}" if "trimmed" in daily.attrs else ""
     for name in CANONICAL:
         if name in ds and name not in arrays:
             _check_canonical_units(ds[name], urls)
@@ -205,7 +212,7 @@ def _source(urls: tuple[str, ...], ds: xr.Dataset, accumulation: str) -> Source:
             f"daily variables ({', '.join(CANONICAL)}); found {', '.join(map(str, ds.data_vars)) or 'none'}"
         )
     arrays = {name: _wrapped(da) for name, da in arrays.items()}
-    return Source(urls, arrays, resolved, _is_synthetic(ds))
+    return Source(urls, arrays, resolved, _is_synthetic(ds), note)
 
 
 def _check_canonical_units(da: xr.DataArray, urls: tuple[str, ...]) -> None:

@@ -49,6 +49,7 @@ from tamrl.predict import Predictor, check_precision
 from tamrl.windows import WINDOW
 
 Bbox = tuple[float, float, float, float]
+log = logging.getLogger(__name__)
 
 SPINUP_DAYS = 90  # the decoder runs from this many days before the period; only the period is kept
 SUPPORT_YEARS = 3  # default support set: up to this many whole years of the driver record, evenly spread
@@ -102,6 +103,7 @@ class Summary:
     pixels_computed: int  # in this run
     days: int
     seconds: float  # wall time of the whole job
+    notes: tuple[str, ...] = ()  # what was dropped from the drivers (`GridDrivers.notes`)
 
     @property
     def pixel_days_per_second(self) -> float:
@@ -112,7 +114,7 @@ class Summary:
             f"{self.land_pixels:,} land pixels x {self.days} days; computed {self.tiles_computed} of {self.tiles} "
             f"tiles ({self.pixels_computed:,} pixels) in {self.seconds:.1f} s wall, "
             f"{self.pixel_days_per_second:,.0f} pixel-days/s\ncube: {self.url}\nquick-look: {self.quicklook}"
-        )
+        ) + "".join(f"\nnote: {note}" for note in self.notes)
 
 
 def upscale(
@@ -155,9 +157,9 @@ def upscale(
     """
     began = time.perf_counter()
     workers = _workers(workers, scheduler)
-    job, spec, bundle, _ = prepare_job(checkpoint, drivers, bbox, start, end, support_years=support_years,
-                                   chunk=chunk, tile_chunks=tile_chunks, members=members,
-                                   precision=precision, device=device)  # fmt: skip
+    job, spec, bundle, source = prepare_job(checkpoint, drivers, bbox, start, end, support_years=support_years,
+                                        chunk=chunk, tile_chunks=tile_chunks, members=members,
+                                        precision=precision, device=device)  # fmt: skip
     rows, cols = grid.bbox_slices(bbox)
     extent = plan_tiles(spec.bbox, spec.chunk_lat, spec.chunk_lon, spec.tile_chunks)[0]
     igbp = static.igbp(extent.bbox)
@@ -179,7 +181,7 @@ def upscale(
         land = static.land_mask(igbp).values[_local(rows, extent.rows), _local(cols, extent.cols)]
         return Summary(
             url=str(out), quicklook=png, tiles=len(cube.tiles), tiles_computed=len(todo), land_pixels=int(land.sum()),
-            pixels_computed=pixels, days=job.days, seconds=time.perf_counter() - began,
+            pixels_computed=pixels, days=job.days, seconds=time.perf_counter() - began, notes=source.notes,
         )  # fmt: skip
 
 
@@ -189,7 +191,8 @@ def prepare_job(
     tile_chunks: int | None = None, members: int | None = None, precision: str = "float32", device: str = "cpu",
 ) -> tuple[TileJob, CubeSpec, dict[str, Any], GridDrivers]:  # fmt: skip
     """Check a job's arguments against its checkpoint and drivers (see `upscale`) and return what it runs on: the
-    tile job, the cube's spec, the checkpoint bundle and the opened drivers. Writes nothing."""
+    tile job, the cube's spec, the checkpoint bundle and the opened drivers. Writes nothing; logs a warning for each
+    of the drivers' notes (a partial day dropped from the end of an hourly record)."""
     rows, cols = grid.bbox_slices(bbox)
     first, last = _day(start, "start"), _day(end, "end")
     if last < first:
@@ -201,6 +204,8 @@ def prepare_job(
         raise ConfigError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
     check_precision(precision, bundle["model"], torch.device("cpu" if device == "cpu" else "cuda"))
     source = GridDrivers(drivers)
+    for note in source.notes:
+        log.warning(note)
     years = _check_drivers(source, fs, rows, cols, first, last, support_years)
     job = TileJob(
         checkpoint=bundle["path"], sha256=bundle["sha256"], members=members, precision=precision, device=device,

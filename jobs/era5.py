@@ -121,7 +121,9 @@ def daily_drivers(ds: xr.Dataset, accumulation: str = "auto") -> xr.Dataset:
     from a mean flux (``avg_sdswrf`` or ``msdwswrf``, W m-2). Every output carries ``units`` and a ``source`` attr
     saying how it was derived.
 
-    Hourly input, for UTC day D (a day without complete coverage is NaN, never a biased partial mean or sum):
+    Hourly input, for UTC day D (a day without complete coverage is NaN, never a biased partial mean or sum; but a
+    first or last day that the record covers only in part, the end of a download, is dropped, and the Dataset's
+    ``trimmed`` attr says which and why):
     - TA = mean of t2m - 273.15 at 00..23 UTC; VPD = mean of es(t2m) - es(d2m) at 00..23 UTC, with the Magnus
       formula es = 6.1094 exp(17.625 T / (T + 243.04)) hPa, T in degC. All 24 hours must be present.
     - SW_IN = (shortwave energy over D) / 86400. ``accumulation`` says how ssrd [J m-2] is accumulated:
@@ -146,10 +148,8 @@ def daily_drivers(ds: xr.Dataset, accumulation: str = "auto") -> xr.Dataset:
             f"{' or '.join(MEAN_FLUXES)} (for SW_IN); the dataset has {', '.join(map(str, ds.data_vars)) or 'none'}"
         )
     if _time_step(ds) == DAY:
-        out = _from_daily(ds.assign_coords(time=ds.indexes["time"].floor("D")), shortwave)
-    else:
-        out = _from_hourly(ds, shortwave, accumulation)
-    return xr.Dataset(out)
+        return xr.Dataset(_from_daily(ds.assign_coords(time=ds.indexes["time"].floor("D")), shortwave))
+    return _whole_days(xr.Dataset(_from_hourly(ds, shortwave, accumulation)), ds.indexes["time"])
 
 
 def _shortwave_name(ds: xr.Dataset) -> str | None:
@@ -194,6 +194,55 @@ def _from_hourly(ds: xr.Dataset, shortwave: str | None, accumulation: str) -> di
         )
         out["SW_IN"] = _driver(_daily(_preceding_hour(ds[shortwave]), days, "mean"), "SW_IN", source)
     return out
+
+
+def _whole_days(daily: xr.Dataset, times: pd.DatetimeIndex) -> xr.Dataset:
+    """``daily`` without a first or last day that the hourly record ``times`` covers only in part.
+
+    The ends of a download are not gaps: a record of whole UTC days (00 to 23 UTC, as the CDS delivers a year)
+    lacks 00 UTC of the day after its last, which that day's SW_IN needs. Such a day is dropped, and the ``trimmed``
+    attr says which and why, so that no NaN at the ends reaches the engine and support years hold complete days
+    only. Days inside the record with missing hours stay NaN (a damaged download must not pass unnoticed).
+    """
+    days = daily.indexes["time"]
+    needs = {name: _hours_needed(name, da) for name, da in daily.items()}
+    inside = {
+        name: (days + first * HOUR >= times[0]) & (days + last * HOUR <= times[-1])
+        for name, (first, last) in needs.items()
+    }
+    keep = np.logical_and.reduce(list(inside.values()))
+    record = _span(times[0], times[-1])
+    if not keep.any():
+        raise DataError(
+            f"the hourly drivers ({record}) hold no whole UTC day; give hourly data from 00 UTC of the first day to "
+            "23 UTC of the last (and 00 UTC of the day after for ssrd)"
+        )
+    notes = []
+    for i in np.flatnonzero(~keep):
+        day = days[i]
+        short = [
+            f"{name} needs {_span(day + first * HOUR, day + last * HOUR)}"
+            for name, (first, last) in needs.items() if not inside[name][i]
+        ]  # fmt: skip
+        end = "first" if i == 0 else "last"
+        notes.append(f"dropped {day:%Y-%m-%d}, the partial {end} day of the hourly record {record}: {', '.join(short)}")
+    trimmed = daily.isel(time=keep)
+    if notes:
+        trimmed.attrs["trimmed"] = "; ".join(notes)
+    return trimmed
+
+
+def _hours_needed(name: str, da: xr.DataArray) -> tuple[int, int]:
+    """The first and last hourly stamp, in hours after 00 UTC of day D, that driver ``name`` of day D is made from
+    (rules in `daily_drivers`)."""
+    if name != "SW_IN":
+        return 0, 23
+    return (24, 24) if da.attrs.get("accumulation") == "since_00" else (1, 24)
+
+
+def _span(first: pd.Timestamp, last: pd.Timestamp) -> str:
+    """``2020-12-31 01:00..2021-01-01 00:00 UTC``, or one time where ``first`` is ``last``."""
+    return f"{first:%Y-%m-%d %H:%M}" + (f"..{last:%Y-%m-%d %H:%M}" if last > first else "") + " UTC"
 
 
 def _shortwave_from_ssrd(ssrd: xr.DataArray, days: pd.DatetimeIndex, accumulation: str) -> xr.DataArray:

@@ -4,10 +4,15 @@ Heavy modules (torch, xarray, dask, FastAPI) are imported only when a command ru
 """
 
 import argparse
+import re
+import sys
+from collections.abc import Sequence
 
 from jobs import cli as jobs_cli
 from tamrl import cli as core_cli
 from tamrl.errors import ConfigError
+
+NEGATIVE_VALUE = re.compile(r"-\.?\d")  # a value that starts like a negative number: -180,-60,180,80 or -33.5 or -.5
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -45,12 +50,30 @@ def cmd_serve(args: argparse.Namespace) -> None:
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
+def attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """``argv`` with a negative value attached to the option before it: ``--bbox -10,-5,-9,-4`` becomes
+    ``--bbox=-10,-5,-9,-4``.
+
+    argparse takes an argument that starts with '-' for an option unless it is a single plain number, so the west
+    and south coordinates of a bbox failed with "expected one argument". Attached with '=', it is the option's value
+    whatever it looks like; a flag given such a value is still refused by argparse.
+    """
+    out: list[str] = []
+    for arg in argv:
+        option = out[-1] if out else ""
+        if option.startswith("--") and len(option) > 2 and "=" not in option and NEGATIVE_VALUE.match(arg):
+            out[-1] = f"{option}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """``tamrl``: train, predict, evaluate (tamrl.cli), upscale, demo (jobs.cli) and serve (here)."""
     parser, sub = core_cli.build_parser()
     jobs_cli.add_commands(sub)
     add_commands(sub)
-    return core_cli.main(argv, parser)
+    return core_cli.main(attach_negative_values(sys.argv[1:] if argv is None else argv), parser)
 
 
 if __name__ == "__main__":

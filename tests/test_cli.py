@@ -1,11 +1,14 @@
 """The ``tamrl`` command end to end on the real test sites: train, predict, evaluate, and its errors."""
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import FLUXNET, MODIS
 
+from service.cli import main as tamrl
 from tamrl.cli import main
 from tamrl.features import TARGETS
+from tamrl.predict import Predictor, read_drivers
 
 TINY = ["--seeds", "2", "--hidden", "16", "--epochs", "1", "--epochs-stage2", "1", "--max-steps-per-epoch", "2",
         "--quiet"]
@@ -42,6 +45,20 @@ def test_predict_from_drivers_alone(checkpoint, sites, tmp_path):
     assert list(pred.columns) == ["GPP", "RECO", "NEE", "GPP_std", "RECO_std", "NEE_std"]
     assert (pred[["GPP", "RECO"]] >= 0).all().all()
     assert pred["GPP_std"].max() > 0
+
+
+def test_negative_latitude_and_longitude_are_read_as_numbers(checkpoint, sites, tmp_path):
+    site = next(s for s in sites if s.site_id == "AR-Vir")  # 28.2 S, 56.2 W
+    path, out = tmp_path / "drivers.csv", tmp_path / "pred.csv"
+    site.frame.drop(columns=[*TARGETS, "NEE_QC"]).reset_index().to_csv(path, index=False)
+    assert tamrl(["predict", "--checkpoint", str(checkpoint), "--drivers", str(path), "--lat", "-28.23982",
+                  "--lon", "-56.18821", "--igbp", "ENF", "--koppen", "C", "--out", str(out)]) == 0  # fmt: skip
+    predictor, drivers = Predictor.load(checkpoint), read_drivers(path)
+    expected = predictor.predict_frame(drivers, -28.23982, -56.18821, "ENF", "C")
+    got = pd.read_csv(out, index_col="date", parse_dates=True)
+    np.testing.assert_allclose(got.values, expected[got.columns].values, rtol=0, atol=1e-4)
+    north = predictor.predict_frame(drivers, 28.23982, -56.18821, "ENF", "C")  # the sign matters
+    assert np.abs(got.values - north[got.columns].values).max() > 1e-3
 
 
 def test_evaluate_scores_held_out_sites(checkpoint, tmp_path):

@@ -4,6 +4,7 @@ The checkpoint and drivers are conftest's tiny ones, so each run takes about a s
 """
 
 import json
+import logging
 from pathlib import Path
 
 import fsspec
@@ -17,12 +18,13 @@ from conftest import GARDA as BBOX  # two tiles
 from jobs import engine, grid, static
 from jobs.drivers import GridDrivers
 from jobs.engine import run_dates, support_dates, upscale
+from jobs.synthetic import synthetic_drivers
 from jobs.tiles import Tile
 from jobs.writer import VARIABLES, Cube, CubeSpec
 from service.cli import main
 from tamrl.calibration import cube_bounds
 from tamrl.errors import ConfigError, DataError
-from tamrl.features import BANDS, TARGETS
+from tamrl.features import BANDS, CLEAR, TARGETS
 from tamrl.predict import Predictor
 
 CHUNK = (None, 4, 4)  # tiles of 2 x 2 chunks = 8 x 8 cells
@@ -30,6 +32,9 @@ START, END = "2020-03-01", "2020-04-29"  # 60 days; with the 90-day spin-up the 
 # writing the drivers' consolidated metadata (so they open without a fallback warning) makes zarr warn instead
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part:UserWarning")
 ERA5_UK = Path(__file__).parent / "data" / "era5" / "era5_t2m_uk_2019-03_hourly_0p25deg_52.75-51N_1W-0.75E.nc"
+# ERA5 at US-TaS as the CDS delivers the year files 2019 and 2020: 2019-01-01 00 UTC to 2020-12-31 23 UTC
+ERA5_YEARS = Path(__file__).parent / "data" / "era5" / "era5_ssrd_t2m_d2m_hourly_25.19N_80.64W_2019-2020.nc"
+EVERGLADES = (-80.7, 25.15, -80.6, 25.25)  # 2 x 2 cells around US-TaS, three of them land (permanent wetland)
 
 
 def run(checkpoint, drivers, out, start=START, end=END, **kw):
@@ -195,6 +200,56 @@ def test_era5_ta_is_the_bilinear_interpolation_at_a_cell():
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def year_files(tmp_path_factory) -> tuple[Path, Path]:
+    """Real hourly ERA5 (ERA5_YEARS) on a 0.25 deg grid cell around EVERGLADES, and synthetic reflectance there.
+
+    The file holds one ERA5 grid point; its series is put at the four corners of a grid cell so that the engine's
+    bilinear interpolation gives every cell of the bbox exactly the point's values.
+    """
+    folder = tmp_path_factory.mktemp("year_files")
+    with xr.open_dataset(ERA5_YEARS) as point:
+        corners = point.load().isel(latitude=[0, 0], longitude=[0, 0])
+    corners.assign_coords(latitude=[25.25, 25.0], longitude=[-80.75, -80.5]).to_netcdf(folder / "era5.nc")
+    reflectance = synthetic_drivers(EVERGLADES, "2019-01-01", "2020-12-31", seed=1)[[*BANDS, CLEAR]]
+    reflectance.to_zarr(folder / "reflectance.zarr", zarr_format=3, consolidated=True)
+    return folder / "era5.nc", folder / "reflectance.zarr"
+
+
+def test_the_partial_last_day_of_era5_year_files_is_dropped_with_a_note(checkpoint, year_files, tmp_path, caplog):
+    era5, reflectance = year_files
+    drivers = [str(era5), str(reflectance)]
+    job = {"workers": 0, "chunk": CHUNK, "progress": False}
+    with caplog.at_level(logging.WARNING, logger="jobs.engine"):
+        summary = upscale(checkpoint, drivers, EVERGLADES, "2019-06-01", "2019-06-30", tmp_path / "a.zarr", **job)
+
+    note = (
+        f"{era5}: dropped 2020-12-31, the partial last day of the hourly record 2019-01-01 00:00..2020-12-31 23:00 "
+        "UTC: SW_IN needs 2020-12-31 01:00..2021-01-01 00:00 UTC"
+    )
+    assert summary.notes == (note,) and str(summary).endswith(f"\nnote: {note}") and note in caplog.messages
+    got = xr.open_zarr(tmp_path / "a.zarr").load()
+    assert got.attrs["tamrl_complete"] == 1 and got.attrs["support_years"] == [2019]  # 2020 is no longer whole
+    finite = np.isfinite(got.GPP.values)
+    assert summary.pixels_computed == finite.all(axis=0).sum() == finite.any(axis=0).sum() == 3
+    upscale(checkpoint, drivers, EVERGLADES, "2019-06-01", "2019-06-30", tmp_path / "b.zarr", support_years=[2019],
+            **job)  # fmt: skip
+    reference = xr.open_zarr(tmp_path / "b.zarr").load()
+    for name in VARIABLES:
+        np.testing.assert_array_equal(got[name].values, reference[name].values)
+    with pytest.raises(DataError, match=r"do not cover 2020-10-02..2020-12-31 .*SW_IN 2019-01-01..2020-12-30"):
+        upscale(checkpoint, drivers, EVERGLADES, "2020-12-31", "2020-12-31", tmp_path / "c.zarr", **job)
+
+
+def test_hours_missing_inside_the_era5_record_still_fail_the_job(checkpoint, year_files, tmp_path):
+    era5, reflectance = year_files
+    with xr.open_dataset(era5) as full:
+        full.load().drop_sel(valid_time=pd.Timestamp("2019-05-10 12:00")).to_netcdf(tmp_path / "damaged.nc")
+    with pytest.raises(DataError, match=r"the drivers' TA has gaps \(NaN\) at 3 land cell\(s\) .*first on 2019-05-10"):
+        upscale(checkpoint, [str(tmp_path / "damaged.nc"), str(reflectance)], EVERGLADES, "2019-06-01", "2019-06-30",
+                tmp_path / "d.zarr", workers=0, chunk=CHUNK, progress=False)  # fmt: skip
+
+
 def test_reflectance_and_clear_are_taken_at_the_cell_never_interpolated(tmp_path):
     lat, lon = np.array([46.0, 45.75, 45.5]), np.array([10.5, 10.75, 11.0])  # a coarse 0.25 deg store
     days = pd.date_range("2020-01-01", periods=2)
@@ -325,6 +380,22 @@ def test_dry_run_plans_the_job_and_writes_nothing(checkpoint, drivers, tmp_path,
     assert main(["upscale", "--checkpoint", str(checkpoint), "--drivers", drivers, "--bbox", "10.4,45.4,11.2,45.8",
                  "--start", START, "--end", END]) == 2  # fmt: skip
     assert "give --out" in capsys.readouterr().err
+
+
+def test_a_bbox_west_or_south_of_zero_is_read_as_numbers(checkpoint, year_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dry_run = ["upscale", "--checkpoint", str(checkpoint), "--drivers", *map(str, year_files), "--start", "2019-06-01",
+               "--end", "2019-06-30", "--dry-run", "--workers", "1"]  # fmt: skip
+    assert main([*dry_run, "--bbox", "-80.7,25.15,-80.6,25.25"]) == 0
+    assert "tiles: 1; land pixels: 3 " in capsys.readouterr().out
+    for bbox, cells in (("-180,-60,180,80", "lat -59.975..79.975, lon -179.975..179.975"),
+                        ("-10,-5,-9,-4", "lat -4.975..-4.025, lon -9.975..-9.025")):  # fmt: skip
+        assert main([*dry_run, "--bbox", bbox]) == 2  # parsed; the drivers cover Florida only
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"not the cells of {cells}; give drivers that cover the bbox" in err, err
+    assert main([*dry_run, "--bbox", "-10,-5,-9"]) == 2
+    assert capsys.readouterr().err == "tamrl upscale: error: --bbox '-10,-5,-9' must be 4 comma-separated numbers\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_job_s_dask_client_is_not_the_process_default():

@@ -49,31 +49,43 @@ def test_era5_point_matches_hand_computation():
 
     out = daily_drivers(open_drivers(str(POINT))).compute()
 
-    assert dict(out.sizes) == {"time": 59, "lat": 1, "lon": 1}
+    assert dict(out.sizes) == {"time": 58, "lat": 1, "lon": 1}  # to 2019-02-27: the partial last day is dropped
     assert out.lat.item() == pytest.approx(25.19) and out.lon.item() == pytest.approx(-80.64)
-    np.testing.assert_allclose(out.TA.values.ravel(), by_day(t2m).mean(axis=1) - 273.15, atol=1e-4)
-    vpd = by_day(magnus(t2m - 273.15) - magnus(d2m - 273.15)).mean(axis=1)
+    np.testing.assert_allclose(out.TA.values.ravel(), by_day(t2m)[:58].mean(axis=1) - 273.15, atol=1e-4)
+    vpd = by_day(magnus(t2m - 273.15) - magnus(d2m - 273.15))[:58].mean(axis=1)
     np.testing.assert_allclose(out.VPD.values.ravel(), vpd, rtol=1e-5)
     # Each ssrd value covers the hour ending at its stamp: day D is the sum of 01 UTC of D .. 00 UTC of D+1.
     sw = by_day(ssrd[1 : 1 + 58 * 24]).sum(axis=1) / 86400
-    np.testing.assert_allclose(out.SW_IN.values.ravel()[:58], sw, rtol=1e-5)
-    assert np.isnan(out.SW_IN.values.ravel()[58])  # 2019-02-28 would need 00 UTC of 03-01
+    np.testing.assert_allclose(out.SW_IN.values.ravel(), sw, rtol=1e-5)
+    assert out.attrs["trimmed"] == (
+        "dropped 2019-02-28, the partial last day of the hourly record 2019-01-01 00:00..2019-02-28 23:00 UTC: "
+        "SW_IN needs 2019-02-28 01:00..2019-03-01 00:00 UTC"
+    )
     assert out.SW_IN.attrs["accumulation"] == "hourly" and out.SW_IN.attrs["accumulation_decision"].startswith("auto")
     assert {v: out[v].attrs["units"] for v in out} == {"TA": "degC", "VPD": "hPa", "SW_IN": "W m-2"}
     assert all(out[v].attrs["source"] for v in out)
 
 
-def test_days_without_complete_hours_are_nan():
+def test_partial_days_at_the_ends_are_dropped_and_days_missing_hours_inside_are_nan():
     ds = open_drivers(str(POINT))
     full = daily_drivers(ds).compute()
     late = daily_drivers(ds.isel(time=slice(6, None))).compute()  # starts 2019-01-01 06 UTC
     gap = daily_drivers(ds.drop_sel(time=pd.Timestamp("2019-01-10 12:00"))).compute()
 
+    assert late.indexes["time"][0] == pd.Timestamp("2019-01-02")
+    assert late.attrs["trimmed"] == (
+        "dropped 2019-01-01, the partial first day of the hourly record 2019-01-01 06:00..2019-02-28 23:00 UTC: "
+        "TA needs 2019-01-01 00:00..2019-01-01 23:00 UTC, VPD needs 2019-01-01 00:00..2019-01-01 23:00 UTC, "
+        "SW_IN needs 2019-01-01 01:00..2019-01-02 00:00 UTC; dropped 2019-02-28, the partial last day of the hourly "
+        "record 2019-01-01 06:00..2019-02-28 23:00 UTC: SW_IN needs 2019-02-28 01:00..2019-03-01 00:00 UTC"
+    )
+    assert gap.indexes["time"].equals(full.indexes["time"]) and "trimmed" in gap.attrs  # only the last day
     for name in ("TA", "VPD", "SW_IN"):
-        assert np.isnan(late[name].sel(time="2019-01-01")).all()
-        xr.testing.assert_allclose(late[name].isel(time=slice(1, None)), full[name].isel(time=slice(1, None)))
+        xr.testing.assert_allclose(late[name], full[name].isel(time=slice(1, None)))
         assert np.isnan(gap[name].sel(time="2019-01-10")).all()
         assert np.isfinite(gap[name].sel(time="2019-01-11")).all()
+    with pytest.raises(DataError, match=r"\(2019-01-01 06:00..2019-01-02 05:00 UTC\) hold no whole UTC day"):
+        daily_drivers(ds.isel(time=slice(6, 30)), accumulation="hourly")
 
 
 def test_longitudes_0_360_and_cds_auxiliary_coords_are_normalised(tmp_path):
@@ -146,10 +158,10 @@ def test_real_era5_land_is_detected_as_since_00():
 
     assert sorted(out.data_vars) == ["SW_IN", "TA"]  # no d2m, so no VPD
     assert out.SW_IN.attrs["accumulation"] == "since_00"
-    # Day D is the 00 UTC value of D+1; the last day's is beyond the file.
-    np.testing.assert_allclose(out.SW_IN.values.ravel()[:-1], by_day(ssrd)[1:, 0] / 86400, rtol=1e-6)
-    assert np.isnan(out.SW_IN.values.ravel()[-1])
-    np.testing.assert_allclose(out.TA.values.ravel(), by_day(t2m).mean(axis=1) - 273.15, atol=1e-4)
+    # Day D is the 00 UTC value of D+1; the last day's is beyond the file, so that day is dropped.
+    np.testing.assert_allclose(out.SW_IN.values.ravel(), by_day(ssrd)[1:, 0] / 86400, rtol=1e-6)
+    assert out.attrs["trimmed"].endswith("1999-02-28 23:00 UTC: SW_IN needs 1999-03-01 00:00 UTC")
+    np.testing.assert_allclose(out.TA.values.ravel(), by_day(t2m)[:-1].mean(axis=1) - 273.15, atol=1e-4)
 
 
 def test_mean_flux_netcdf3_point():
@@ -158,10 +170,10 @@ def test_mean_flux_netcdf3_point():
 
     out = daily_drivers(open_drivers(str(FLUX))).compute()
 
-    assert out.sizes["time"] == 366 and sorted(out.data_vars) == ["SW_IN", "TA"]
-    np.testing.assert_allclose(out.SW_IN.values.ravel()[:-1], by_day(flux[1 : 1 + 365 * 24]).mean(axis=1), rtol=1e-6)
-    assert np.isnan(out.SW_IN.values.ravel()[-1])
-    np.testing.assert_allclose(out.TA.values.ravel(), by_day(t2m).mean(axis=1) - 273.15, atol=1e-6)
+    assert out.sizes["time"] == 365 and sorted(out.data_vars) == ["SW_IN", "TA"]  # 2020-12-31 lacks 00 UTC of 01-01
+    assert out.attrs["trimmed"].startswith("dropped 2020-12-31, the partial last day")
+    np.testing.assert_allclose(out.SW_IN.values.ravel(), by_day(flux[1 : 1 + 365 * 24]).mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(out.TA.values.ravel(), by_day(t2m)[:-1].mean(axis=1) - 273.15, atol=1e-6)
 
 
 def test_daily_input_is_only_converted():
