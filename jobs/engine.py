@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from jobs import grid, static
 from jobs.drivers import GridDrivers
+from jobs.grid import Bbox
 from jobs.quicklook import write_quicklook
 from jobs.tiles import CubeExtent, Tile, plan_tiles
 from jobs.writer import VARIABLES, Cube, CubeSpec, create_cube, exclusive
@@ -48,7 +49,6 @@ from tamrl.features import MET, TARGETS, FeatureSet, check_drivers, dynamic_feat
 from tamrl.predict import Predictor, check_precision
 from tamrl.windows import WINDOW
 
-Bbox = tuple[float, float, float, float]
 log = logging.getLogger(__name__)
 
 SPINUP_DAYS = 90  # the decoder runs from this many days before the period; only the period is kept

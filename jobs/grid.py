@@ -20,6 +20,8 @@ EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG), for cell areas on a sp
 _MILLI = 1000  # coordinates are multiples of 0.025 deg, so integers in thousandths of a degree are exact
 _EPS = 1e-9  # in cells: absorbs float error where a bbox edge lies exactly on a cell centre
 
+Bbox = tuple[float, float, float, float]  # (W, S, E, N) in degrees
+
 
 def lat_coords() -> np.ndarray:
     """Cell-centre latitudes, 89.975 .. -89.975 (north to south), float64."""

@@ -16,10 +16,9 @@ import xarray as xr
 from numpy.typing import ArrayLike
 
 from jobs import grid
+from jobs.grid import Bbox
 from tamrl.errors import DataError
 from tamrl.features import IGBP_CLASSES, KOPPEN_GROUPS
-
-Bbox = tuple[float, float, float, float]
 
 DATA_FILE = Path(__file__).parent / "data" / "static_0p05.nc"
 SNOW_ICE = 15  # IGBP permanent snow and ice: land, but not computed by the engine

@@ -23,10 +23,9 @@ import xarray as xr
 from scipy.special import ndtri
 
 from jobs import grid, static
+from jobs.grid import Bbox
 from tamrl.errors import DataError
 from tamrl.features import BANDS, CLEAR, DRIVER_UNITS
-
-Bbox = tuple[float, float, float, float]
 
 SOURCE = "tamrl synthetic driver generator, jobs/synthetic.py (not observations)"
 KELVIN = 273.15

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jobs import grid
-
-Bbox = tuple[float, float, float, float]
+from jobs.grid import Bbox
 
 
 @dataclass(frozen=True)
