@@ -178,7 +178,7 @@ def upscale(
                 report(len(cube.tiles) - len(todo) + finished, len(cube.tiles))
         cube.finalize()
         png = write_quicklook(str(out))
-        land = static.land_mask(igbp).values[_local(rows, extent.rows), _local(cols, extent.cols)]
+        land = static.land_mask(igbp).values[grid.shift(rows, extent.rows.start), grid.shift(cols, extent.cols.start)]
         return Summary(
             url=str(out), quicklook=png, tiles=len(cube.tiles), tiles_computed=len(todo), land_pixels=int(land.sum()),
             pixels_computed=pixels, days=job.days, seconds=time.perf_counter() - began, notes=source.notes,
@@ -353,17 +353,12 @@ def _koppen(tile: Tile) -> np.ndarray:
     if codes.any():
         distance, (near_r, near_c) = ndimage.distance_transform_edt(codes == 0, return_indices=True)
         codes = np.where(distance <= KOPPEN_SEARCH, codes[near_r, near_c], 0)
-    return codes[_local(tile.rows, rows), _local(tile.cols, cols)]
+    return codes[grid.shift(tile.rows, rows.start), grid.shift(tile.cols, cols.start)]
 
 
 def _within(cells: slice, box: slice) -> np.ndarray:
     index = np.arange(cells.start, cells.stop)
     return (index >= box.start) & (index < box.stop)
-
-
-def _local(cells: slice, outer: slice) -> slice:
-    """``cells`` (global indices) relative to ``outer``."""
-    return slice(cells.start - outer.start, cells.stop - outer.start)
 
 
 def _tile_results(

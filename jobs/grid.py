@@ -23,6 +23,11 @@ _EPS = 1e-9  # in cells: absorbs float error where a bbox edge lies exactly on a
 Bbox = tuple[float, float, float, float]  # (W, S, E, N) in degrees
 
 
+def shift(cells: slice, origin: int) -> slice:
+    """``cells`` (global indices) relative to index ``origin``, e.g. the first row of a tile or window."""
+    return slice(cells.start - origin, cells.stop - origin)
+
+
 def lat_coords() -> np.ndarray:
     """Cell-centre latitudes, 89.975 .. -89.975 (north to south), float64."""
     return (89_975 - 50 * np.arange(N_LAT)) / _MILLI

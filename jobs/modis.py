@@ -438,13 +438,9 @@ def _mosaic(tiles: list[_TileSums], rows: slice, cols: slice) -> np.ndarray:
         r = slice(max(tile.rows.start, rows.start), min(tile.rows.stop, rows.stop))
         c = slice(max(tile.cols.start, cols.start), min(tile.cols.stop, cols.stop))
         if r.start < r.stop and c.start < c.stop:
-            part = tile.sums[:, _shift(r, tile.row0), _shift(c, tile.col0)]
-            total[:, _shift(r, rows.start), _shift(c, cols.start)] += part
+            part = tile.sums[:, grid.shift(r, tile.row0), grid.shift(c, tile.col0)]
+            total[:, grid.shift(r, rows.start), grid.shift(c, cols.start)] += part
     return total
-
-
-def _shift(s: slice, origin: int) -> slice:
-    return slice(s.start - origin, s.stop - origin)
 
 
 def _ga_cells(total: np.ndarray, rows: slice, cols: slice) -> xr.Dataset:
