@@ -23,12 +23,14 @@ REGIONS = {"small": (5.0, 50.0, 10.0, 52.5), "4x": (5.0, 47.5, 15.0, 52.5)}  # 2
 def run_one(region: str, members: int, precision: str, out: Path) -> dict:
     """Upscale ``region`` in this process and return what it did and its peak RSS (MB)."""
     from jobs.engine import upscale
-    from tamrl.checkpoint import resolve
+    from jobs.request import JobRequest, Resources
 
     cube = out / f"{region}.zarr"
     shutil.rmtree(cube, ignore_errors=True)
-    summary = upscale(resolve("default"), [str(out / "drivers.zarr")], REGIONS[region], "2019-01-01", "2019-12-31",
-                      cube, workers=0, members=members, precision=precision, tile_chunks=1, progress=False)  # fmt: skip
+    request = JobRequest(bbox=REGIONS[region], start="2019-01-01", end="2019-12-31", members=members,
+                         precision=precision)  # fmt: skip
+    resources = Resources(drivers=(str(out / "drivers.zarr"),), out=str(cube), tile_chunks=1)
+    summary = upscale(request, resources, workers=0, progress=False)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"region": region, "bbox": REGIONS[region], "land_pixels": summary.land_pixels, "tiles": summary.tiles,
             "seconds": round(summary.seconds, 1), "peak_rss_mb": round(peak_mb)}  # fmt: skip
@@ -45,7 +47,7 @@ def main() -> None:
         print(json.dumps(run_one(args.region, args.members, args.precision, args.out)))
         return
     from jobs.cli import demo_drivers
-    from jobs.engine import SPINUP_DAYS
+    from jobs.compute import SPINUP_DAYS
 
     args.out.mkdir(parents=True, exist_ok=True)
     demo_drivers(args.out / "drivers.zarr", str(date(2019, 1, 1) - timedelta(days=SPINUP_DAYS)), "2019-12-31")

@@ -83,38 +83,39 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_upscale(args: argparse.Namespace) -> None:
-    from jobs.engine import cores, upscale
+    from jobs.cluster import cores
+    from jobs.engine import upscale
     from jobs.plan import plan_job
+    from jobs.request import JobRequest, Resources, build
 
-    bbox = _numbers(args.bbox, "--bbox", float, 4)
-    options = {
-        "support_years": _numbers(args.support_years, "--support-years", int) if args.support_years else None,
-        "members": args.members, "precision": args.precision, "device": args.device,
-        "chunk": _numbers(args.chunks, "--chunks", int, 3) if args.chunks else None,
-    }  # fmt: skip
+    request = build(
+        JobRequest, checkpoint=args.checkpoint, bbox=_numbers(args.bbox, "--bbox", float, 4), start=args.start,
+        end=args.end, members=args.members, precision=args.precision,
+        support_years=_numbers(args.support_years, "--support-years", int) if args.support_years else None,
+    )  # fmt: skip
+    chunks = _numbers(args.chunks, "--chunks", int, 3) if args.chunks else None
+    resources = build(Resources, drivers=tuple(args.drivers), out=args.out or "", chunks=chunks, device=args.device)
     if args.dry_run:
-        print(plan_job(args.checkpoint, args.drivers, bbox, args.start, args.end, workers=args.workers or cores(),
-                       **options))  # fmt: skip
+        print(plan_job(request, resources, workers=args.workers or cores()))
         return
     if not args.out:
         raise ConfigError("give --out, the output Zarr store (or --dry-run to only plan the job)")
-    summary = upscale(args.checkpoint, args.drivers, bbox, args.start, args.end, args.out, workers=args.workers,
-                      scheduler=args.scheduler, overwrite=args.overwrite, progress=not args.quiet,
-                      **options)  # fmt: skip
-    print(summary)
+    print(upscale(request, resources, workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
+                  progress=not args.quiet))  # fmt: skip
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from jobs.engine import SPINUP_DAYS, upscale
-    from tamrl.checkpoint import resolve
+    from jobs.compute import SPINUP_DAYS
+    from jobs.engine import upscale
+    from jobs.request import JobRequest, Resources, build
 
     args.out.mkdir(parents=True, exist_ok=True)
     first, last = date(DEMO_YEAR, 1, 1), date(DEMO_YEAR, 12, 31)
     drivers = demo_drivers(args.out / "drivers.zarr", str(first - timedelta(days=SPINUP_DAYS)), str(last))
     cube = args.out.resolve() / "demo.zarr"
-    summary = upscale(resolve("default"), [str(drivers)], DEMO_BBOX, first, last, cube, workers=args.workers,
-                      tile_chunks=DEMO_TILE_CHUNKS, members=args.members, precision=args.precision)  # fmt: skip
-    print(summary)
+    request = build(JobRequest, bbox=DEMO_BBOX, start=first, end=last, members=args.members, precision=args.precision)
+    resources = Resources(drivers=(str(drivers),), out=str(cube), tile_chunks=DEMO_TILE_CHUNKS)
+    print(upscale(request, resources, workers=args.workers))
     print(f"open it with:\n  python -c \"import xarray as xr; print(xr.open_zarr('{cube}'))\"")
 
 

@@ -1,6 +1,6 @@
 """Planning a job before running it (``tamrl upscale --dry-run``): its size, its I/O and its wall time.
 
-`plan_job` checks the job exactly as `jobs.engine.upscale` does, counts tiles and land pixels, estimates the bytes
+`plan_job` checks the job as the engine does (`jobs.prepare`), counts tiles and land pixels, estimates the bytes
 read (the drivers' daily values at their own resolution, for the run days and the support years) and written (the
 six float32 flux variables, uncompressed), and calibrates the wall time by running the real tile pipeline (driver
 read, features, model) on a sample of the job's own pixels on this machine, one torch thread, as one worker would.
@@ -9,18 +9,17 @@ writes, which the engine benchmark measured as a few percent of the time.
 """
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from jobs import grid, static
+from jobs.compute import Part, TileJob, cached_predictor, part_features, run_dates, support_dates
 from jobs.drivers import GridDrivers
-from jobs.engine import TileJob, cached_predictor, prepare_job, run_dates, support_dates, tile_features
+from jobs.prepare import prepare_job
+from jobs.request import JobRequest, Resources
 from jobs.tiles import Tile, plan_tiles
 from jobs.writer import VARIABLES
 from tamrl.errors import DataError
@@ -61,23 +60,19 @@ class Plan:
         ])  # fmt: skip
 
 
-def plan_job(
-    checkpoint: str | Path, drivers: str | Sequence[str], bbox: tuple[float, float, float, float],
-    start: str | date, end: str | date, *, workers: int = 1, **options,
-) -> Plan:  # fmt: skip
-    """The `Plan` of ``upscale(checkpoint, drivers, bbox, start, end, **options)`` on ``workers`` workers."""
-    job, spec, _, source = prepare_job(checkpoint, drivers, bbox, start, end, **options)
-    extent, tiles = plan_tiles(spec.bbox, spec.chunk_lat, spec.chunk_lon, spec.tile_chunks)
-    rows, cols = grid.bbox_slices(bbox)
-    land = static.land_mask(static.igbp(extent.bbox)).values
-    land_pixels = int(land[rows.start - extent.rows.start : rows.stop - extent.rows.start,
-                           cols.start - extent.cols.start : cols.stop - extent.cols.start].sum())  # fmt: skip
+def plan_job(request: JobRequest, resources: Resources, workers: int = 1) -> Plan:
+    """The `Plan` of ``upscale(request, resources)`` on ``workers`` workers."""
+    prepared = prepare_job(request, resources)
+    job, spec = prepared.job, prepared.spec
+    extent, tiles = plan_tiles(request.bbox, spec.chunk_lat, spec.chunk_lon, spec.tile_chunks)
+    land_pixels = static.land_cells(request.bbox)
     if not land_pixels:
-        raise DataError(f"bbox {bbox} holds no land cell; there is nothing to compute")
+        raise DataError(f"bbox {request.bbox} holds no land cell; there is nothing to compute")
     fs = feature_set(spec.feature_set)
     days = run_dates(job.start, job.end).union(support_dates(job.support_years))
+    rows, cols = grid.bbox_slices(request.bbox)
     lat, lon = grid.lat_coords()[rows], grid.lon_coords()[cols]
-    read = sum(_window_bytes(source, name, lat, lon, days) for name in fs.required)
+    read = sum(_window_bytes(prepared.drivers, name, lat, lon, days) for name in fs.required)
     written = len(VARIABLES) * len(extent.lat) * len(extent.lon) * job.days * 4
     seconds, sampled = _calibrate(job, tiles, fs)
     return Plan(len(tiles), land_pixels, job.days, read, written, seconds, sampled, max(1, workers))
@@ -98,7 +93,7 @@ def _calibrate(job: TileJob, tiles: list[Tile], fs: FeatureSet) -> tuple[float, 
         predictor = cached_predictor(job.checkpoint, job.sha256, job.members, job.precision, job.device)
         for tile in tiles:
             started = time.perf_counter()
-            ii, _, x, x_support, statics = tile_features(tile, job, fs)
+            ii, _, x, x_support, statics = part_features(Part(tile), job, fs)
             if len(ii):
                 break
         prepare = (time.perf_counter() - started) / len(ii)

@@ -7,7 +7,6 @@ the period and the checkpoint; a cube made from synthetic drivers says so on the
 """
 
 import io
-import json
 import warnings
 
 import fsspec
@@ -17,6 +16,7 @@ from fsspec.implementations.local import LocalFileSystem
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from jobs.writer import CubeSpec
 from tamrl.features import TARGET_UNITS
 
 QUICKLOOK_NAME = "quicklook.png"  # inside a cube at a URL
@@ -40,7 +40,7 @@ def write_quicklook(url: str) -> str:
 
 def render_map(ds: xr.Dataset, variable: str) -> bytes:
     """PNG of the mean of ``variable`` over the days of ``ds`` (a cube or a subset of one, with its attributes)."""
-    spec = json.loads(ds.attrs["tamrl_spec"])
+    spec = CubeSpec.model_validate_json(ds.attrs["tamrl_spec"])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
         values = ds[variable].mean("time").values  # NaN where never computed
@@ -62,11 +62,11 @@ def render_map(ds: xr.Dataset, variable: str) -> bytes:
     fig.colorbar(image, ax=ax, shrink=0.8, label=f"mean {variable} [{TARGET_UNITS} of carbon]")
     ax.set_title(
         f"TAM-RL mean daily {variable}, {first} to {last}\n"
-        f"checkpoint {spec['checkpoint']} (sha256 {spec['checkpoint_sha256'][:12]}), "
-        f"{spec['ensemble_size']} members",
+        f"checkpoint {spec.request.checkpoint} (sha256 {spec.checkpoint_sha256[:12]}), "
+        f"{spec.request.members} members",
         fontsize=10,
     )
-    if spec["synthetic"]:
+    if spec.synthetic:
         ax.text(
             0.5, 0.02, "synthetic drivers: not real fluxes", transform=ax.transAxes, ha="center", va="bottom",
             color="darkred", fontsize=12, fontweight="bold", bbox={"facecolor": "white", "alpha": 0.8},

@@ -1,6 +1,7 @@
 """Job records in SQLite: what was asked, where it writes, its state and progress; persisted before work starts.
 
-A job's identity is its request: submitting the same request again returns the same job (unless that one failed
+A job's identity is its request (`jobs.request.JobRequest`, which holds no server path) and its output's name:
+submitting the same request again returns the same job (unless that one failed
 or was dismissed, when a new attempt starts). Only one live job (accepted or running) may write to an output;
 another request onto that output raises ConflictError. Every change is one short transaction, so several threads
 (the service's request handlers and its job threads) and a restarted service all see the same records.
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 from uuid import uuid4
 
+from jobs.request import JobRequest
 from tamrl.errors import ConflictError, NotFoundError
 
 
@@ -32,6 +33,7 @@ class JobState(StrEnum):
 
 
 LIVE = (JobState.accepted, JobState.running)
+OLD_SERVER_FIELDS = ("output", "out", "checkpoint_path")  # in the requests that tamrl 0.x stored: dropped on reading
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -57,7 +59,7 @@ class JobRecord:
     """One job as stored."""
 
     id: str
-    request: dict[str, Any]
+    request: JobRequest
     output: str
     state: JobState
     tiles_done: int
@@ -69,9 +71,10 @@ class JobRecord:
     finished: str | None
 
 
-def request_key(request: dict[str, Any]) -> str:
-    """The identity of a request: sha256 of its canonical JSON."""
-    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+def request_key(request: JobRequest, output: str) -> str:
+    """The identity of a job: sha256 of its request's canonical JSON and its output's name."""
+    canonical = json.dumps({"request": request.model_dump(mode="json"), "output": output}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class JobStore:
@@ -92,7 +95,7 @@ class JobStore:
     def _refresh_live(self) -> None:
         self._live = frozenset(record.output for record in self.live())
 
-    def submit(self, request: dict[str, Any], output: str, taken: bool = False) -> tuple[JobRecord, bool]:
+    def submit(self, request: JobRequest, output: str, taken: bool = False) -> tuple[JobRecord, bool]:
         """The job for ``request`` writing ``output``, and whether it was created now (else it existed).
 
         ``taken``: whether the output exists already. The same request returns its live job, or its successful one
@@ -100,7 +103,7 @@ class JobStore:
         Raises ConflictError when another live job writes to ``output``, or when a new request aims at an output
         that exists.
         """
-        key, now = request_key(request), _now()
+        key, now = request_key(request, output), _now()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             same = db.execute(
@@ -109,9 +112,7 @@ class JobStore:
             state = None if same is None else JobState(same["state"])
             if state in LIVE or (state == JobState.successful and taken):
                 return _record(same), False
-            other = db.execute(
-                "SELECT id FROM jobs WHERE output = ? AND state IN (?, ?)", (output, *LIVE)
-            ).fetchone()
+            other = db.execute("SELECT id FROM jobs WHERE output = ? AND state IN (?, ?)", (output, *LIVE)).fetchone()
             if other is not None:
                 raise ConflictError(
                     f"job {other['id']} is writing {output}; wait for it to finish, delete it, or choose another "
@@ -122,7 +123,7 @@ class JobStore:
             job_id = uuid4().hex
             db.execute(
                 "INSERT INTO jobs (id, request_key, request, output, state, created, updated) VALUES (?,?,?,?,?,?,?)",
-                (job_id, key, json.dumps(request, default=str), output, JobState.accepted, now, now),
+                (job_id, key, request.model_dump_json(), output, JobState.accepted, now, now),
             )
         self._refresh_live()
         return self.get(job_id), True
@@ -213,7 +214,8 @@ class JobStore:
 def _record(row: sqlite3.Row) -> JobRecord:
     values = dict(row)
     values.pop("request_key")
-    return JobRecord(**{**values, "request": json.loads(values["request"]), "state": JobState(values["state"])})
+    request = {k: v for k, v in json.loads(values["request"]).items() if k not in OLD_SERVER_FIELDS}
+    return JobRecord(**{**values, "request": JobRequest(**request), "state": JobState(values["state"])})
 
 
 def _now() -> str:

@@ -59,6 +59,11 @@ def land_mask(igbp: xr.DataArray) -> xr.DataArray:
     return mask
 
 
+def land_cells(bbox: Bbox) -> int:
+    """The number of land cells (`land_mask`) whose centres lie inside ``bbox``."""
+    return int(land_mask(igbp(bbox)).values.sum())
+
+
 def igbp_names(codes: ArrayLike) -> np.ndarray:
     """The `tamrl.features.IGBP_CLASSES` names ("ENF", ...) of MCD12C1 codes 1-16, in an array of their shape."""
     return _names(codes, IGBP_CLASSES, "IGBP", "0 is water and 255 fill: select cells with land_mask first")

@@ -13,7 +13,7 @@ import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import dask.array
@@ -26,6 +26,7 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from jobs import grid, static
+from jobs.request import JobRequest
 from jobs.tiles import CubeExtent, Tile, plan_tiles
 from tamrl import __version__
 from tamrl.checkpoint import FLUXNET_ATTRIBUTION
@@ -56,29 +57,24 @@ _COMMENTS = {
 class CubeSpec(BaseModel):
     """Everything that decides a cube's content; stored as JSON in its ``tamrl_spec`` attribute.
 
-    A job resumes into an existing cube only when its spec is equal, field by field. Default chunks are
-    92 days x 50 x 50 cells (about 0.9 MB of float32): on the DESIGN benchmark's terms, a one-year point read of
-    three variables takes about 13 ms and a one-day 200 x 200 map about 23 ms, where (365, 50, 50) gives 19 ms /
-    163 ms and (30, 200, 200) 322 ms / 19 ms (measured here on a busy 2-core machine). ``chunk_time`` defaults to
-    the whole period when that is shorter than 92 days. ``tile_chunks`` is part of the spec because tile ids, and
-    so the ledger, depend on it.
+    ``request`` is the job's request resolved: the checkpoint by name, the support years and the members filled
+    in (`jobs.request.JobRequest`). A job resumes into an existing cube only when its spec is equal, field by
+    field. Default chunks are 92 days x 50 x 50 cells (about 0.9 MB of float32): on the DESIGN benchmark's terms,
+    a one-year point read of three variables takes about 13 ms and a one-day 200 x 200 map about 23 ms, where
+    (365, 50, 50) gives 19 ms / 163 ms and (30, 200, 200) 322 ms / 19 ms (measured here on a busy 2-core
+    machine). ``chunk_time`` defaults to the whole period when that is shorter than 92 days. ``tile_chunks`` is
+    part of the spec because tile ids, and so the ledger, depend on it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    bbox: tuple[float, float, float, float] = Field(description="(W, S, E, N) in degrees, as requested")
-    start: date
-    end: date = Field(description="last day, inclusive")
+    request: JobRequest
     chunk_time: PositiveInt
     chunk_lat: PositiveInt = DEFAULT_CHUNK_SPACE
     chunk_lon: PositiveInt = DEFAULT_CHUNK_SPACE
     tile_chunks: PositiveInt = 2
-    checkpoint: str = Field(min_length=1, description="checkpoint id (name)")
     checkpoint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     feature_set: str
-    ensemble_size: PositiveInt
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"  # tamrl.predict.PRECISIONS
-    support_years: tuple[int, ...]
     nee_rule: Literal["head", "balance"]  # tamrl.predict.NEE_RULES
     inference_mode: Literal["stateful", "windowed"]  # tamrl.predict.MODES
     synthetic: bool
@@ -86,11 +82,20 @@ class CubeSpec(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_chunk_time(cls, data: Any) -> Any:
-        """Fill ``chunk_time`` with min(92, days in the period) when it is not given."""
-        if isinstance(data, dict) and data.get("chunk_time") is None and "start" in data and "end" in data:
-            days = (date.fromisoformat(str(data["end"])) - date.fromisoformat(str(data["start"]))).days + 1
-            data = {**data, "chunk_time": max(1, min(DEFAULT_CHUNK_TIME, days))}
+    def _defaults(cls, data: Any) -> Any:
+        """Read a spec of tamrl 0.x (the request's fields at the top level), and fill ``chunk_time`` with
+        min(92, days in the period) when it is not given."""
+        if not isinstance(data, dict):
+            return data
+        if "request" not in data and "bbox" in data:
+            flat = {"ensemble_size": "members", **{k: k for k in ("bbox", "start", "end", "support_years")}}
+            moved = {new: data[old] for old, new in flat.items()} | {
+                k: data[k] for k in ("checkpoint", "precision") if k in data
+            }
+            data = {k: v for k, v in data.items() if k not in {*flat, "checkpoint", "precision"}} | {"request": moved}
+        if data.get("chunk_time") is None and "request" in data:
+            request = JobRequest.model_validate(data["request"])
+            data = {**data, "chunk_time": max(1, min(DEFAULT_CHUNK_TIME, request.days))}
         return data
 
     @field_validator("feature_set")
@@ -101,15 +106,15 @@ class CubeSpec(BaseModel):
         return name
 
     @model_validator(mode="after")
-    def _ordered_dates(self) -> "CubeSpec":
-        if self.end < self.start:
-            raise ValueError(f"end {self.end} is before start {self.start}")
+    def _resolved(self) -> "CubeSpec":
+        if self.request.support_years is None or self.request.members is None:
+            raise ValueError("a cube's request has its support years and members resolved")
         return self
 
     @property
     def times(self) -> pd.DatetimeIndex:
         """The cube's days, start to end inclusive."""
-        return pd.date_range(self.start, self.end, freq="D")
+        return pd.date_range(self.request.start, self.request.end, freq="D")
 
 
 class Cube:
@@ -127,12 +132,12 @@ class Cube:
     @property
     def extent(self) -> CubeExtent:
         """The global rows and columns the cube covers: its bbox expanded to whole chunks."""
-        return plan_tiles(self.spec.bbox, self.spec.chunk_lat, self.spec.chunk_lon, self.spec.tile_chunks)[0]
+        return plan_tiles(self.spec.request.bbox, self.spec.chunk_lat, self.spec.chunk_lon, self.spec.tile_chunks)[0]
 
     @property
     def tiles(self) -> list[Tile]:
         """All tiles of the cube, row-major."""
-        return plan_tiles(self.spec.bbox, self.spec.chunk_lat, self.spec.chunk_lon, self.spec.tile_chunks)[1]
+        return plan_tiles(self.spec.request.bbox, self.spec.chunk_lat, self.spec.chunk_lon, self.spec.tile_chunks)[1]
 
     def finished(self) -> set[str]:
         """Ids of the tiles in the ledger: written completely, so a resumed job skips them."""
@@ -352,14 +357,14 @@ def _global_attrs(spec: CubeSpec) -> dict[str, Any]:
     attrs = {
         "Conventions": "CF-1.8",
         "title": "TAM-RL daily GPP, RECO and NEE on the 0.05 deg grid",
-        "source": f"TAM-RL model, checkpoint {spec.checkpoint} (sha256 {spec.checkpoint_sha256})",
+        "source": f"TAM-RL model, checkpoint {spec.request.checkpoint} (sha256 {spec.checkpoint_sha256})",
         "references": f"{PAPER}. {FLUXNET_ATTRIBUTION}",
         "history": f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} created by tamrl {spec.tamrl_version} (jobs.writer)",
-        "time_coverage_start": spec.start.isoformat(),
-        "time_coverage_end": spec.end.isoformat(),
-        "ensemble_size": spec.ensemble_size,
-        "precision": spec.precision,
-        "support_years": list(spec.support_years),
+        "time_coverage_start": spec.request.start.isoformat(),
+        "time_coverage_end": spec.request.end.isoformat(),
+        "ensemble_size": spec.request.members,
+        "precision": spec.request.precision,
+        "support_years": list(spec.request.support_years),
         "feature_set": spec.feature_set,
         "nee_rule": spec.nee_rule,
         "inference_mode": spec.inference_mode,
@@ -382,7 +387,8 @@ def _encoding(spec: CubeSpec, extent: CubeExtent) -> dict[str, dict]:
         min(STATIC_CHUNK_FACTOR * spec.chunk_lon, len(extent.lon)),
     )
     layers = {name: {"chunks": static_chunks, "_FillValue": None} for name in ("igbp", "land_mask")}
-    time = {"units": f"days since {spec.start.isoformat()}", "calendar": "proleptic_gregorian", "dtype": "int32"}
+    start = spec.request.start.isoformat()
+    time = {"units": f"days since {start}", "calendar": "proleptic_gregorian", "dtype": "int32"}
     return {**fluxes, **layers, "time": time}
 
 
@@ -403,11 +409,17 @@ def _check_same_spec(url: str, spec: CubeSpec, storage_options: dict | None) -> 
     hint = "pass --overwrite to replace it, or choose another output"
     if stored is None:
         raise ConfigError(f"{url} holds no tamrl cube (or its creation was interrupted); {hint}")
-    old, new = json.loads(stored), json.loads(spec.model_dump_json())
+    old, new = _flat(json.loads(stored)), _flat(json.loads(spec.model_dump_json()))
     differing = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
     if differing:
         changes = "; ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in differing)
         raise ConfigError(f"{url} holds a cube of another spec ({changes}); {hint}")
+
+
+def _flat(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's fields with the request's inlined as ``request.<field>``, to name what differs."""
+    request = spec.get("request", {})
+    return {k: v for k, v in spec.items() if k != "request"} | {f"request.{k}": v for k, v in request.items()}
 
 
 def _check_aligned(tile: Tile, array: zarr.Array) -> None:

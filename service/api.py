@@ -45,7 +45,7 @@ from service.schemas import (
 )
 from service.settings import Settings
 from tamrl import __version__
-from tamrl.checkpoint import load_bundle, resolve, shipped_names
+from tamrl.checkpoint import load_bundle
 from tamrl.errors import (
     AuthError,
     CheckpointError,
@@ -68,7 +68,6 @@ ERROR_STATUS: dict[type[TamrlError], int] = {
     AuthError: 401,
 }
 MAX_BODY_BYTES = 16_384
-PRIVATE = ("out", "checkpoint_path")  # job request fields that name server paths: never shown
 PROBLEMS = {status: {"model": Problem} for status in (400, 401, 404, 409, 413, 422)}
 JOB_LINKS = {  # OpenAPI links: a submitted job's id is what GET and DELETE /jobs/{job_id} take
     op: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}} for op in ("getJob", "deleteJob")
@@ -98,9 +97,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         raise ConfigError(f"cannot use {settings.cubes} as the cubes folder ({type(exc).__name__}: {exc})") from exc
     store = JobStore(settings.job_database)
     catalog = Catalog(settings.cubes, settings.cache_mb << 20, hidden=store.live_outputs)
-    runner = JobRunner(
-        store, RunnerConfig(tuple(settings.drivers), settings.scheduler, settings.workers, settings.job_chunks)
-    )
+    config = RunnerConfig(
+        drivers=tuple(settings.drivers), cubes=settings.cubes, checkpoints=dict(settings.checkpoints),
+        scheduler=settings.scheduler, workers=settings.workers, chunks=settings.job_chunks,
+    )  # fmt: skip
+    runner = JobRunner(store, config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -211,13 +212,11 @@ def _routes(app: FastAPI, settings: Settings, catalog: Catalog, store: JobStore,
         cells = (rows.stop - rows.start) * (cols.stop - cols.start)
         if cells > settings.max_job_pixels:
             raise TooLargeError(f"the bbox holds {cells:,} cells, over the limit of {settings.max_job_pixels:,}")
-        checkpoint = _checkpoint(settings, body.checkpoint)
-        available = _members(checkpoint)
+        available = _members(runner.config.checkpoint_file(body.checkpoint))
         if body.members is not None and body.members > available:
             raise ConfigError(f"members {body.members}: {body.checkpoint} has {available}; give 1 to {available}")
         name, out = resolve_output(settings.cubes, body.output)
-        request = body.model_dump(mode="json") | {"output": name, "checkpoint_path": checkpoint, "out": out}
-        record, created = store.submit(request, name, taken=catalog.fs.exists(out))
+        record, created = store.submit(body.job_request(), name, taken=catalog.fs.exists(out))
         if created:
             runner.submit(record)
         response.headers["Location"] = f"/jobs/{record.id}"
@@ -267,18 +266,9 @@ def _job(record: JobRecord) -> dict:
         "id": record.id, "state": record.state.value,
         "progress": Progress(tiles_done=record.tiles_done, tiles_total=record.tiles_total),
         "created": record.created, "started": record.started, "updated": record.updated, "finished": record.finished,
-        "error": record.error, "request": {k: v for k, v in record.request.items() if k not in PRIVATE},
+        "error": record.error, "request": record.request,
         "output": record.output, "links": links,
     }  # fmt: skip
-
-
-def _checkpoint(settings: Settings, name: str) -> str:
-    """The path of checkpoint ``name``: one configured for the service, or a shipped one (never a client's path)."""
-    if name in settings.checkpoints:
-        return settings.checkpoints[name]
-    if name in shipped_names():
-        return str(resolve(name))
-    raise CheckpointError(f"no checkpoint {name!r}; choose from {', '.join([*shipped_names(), *settings.checkpoints])}")
 
 
 @lru_cache(maxsize=8)

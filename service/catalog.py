@@ -123,7 +123,7 @@ class OpenCube:
     @cached_property
     def requested(self) -> tuple[slice, slice]:
         """Global rows and columns of the bbox the cube was computed for (the rest is chunk padding)."""
-        return grid.bbox_slices(self.spec.bbox)
+        return grid.bbox_slices(self.spec.request.bbox)
 
     @cached_property
     def arrays(self) -> dict[str, zarr.Array]:
@@ -172,14 +172,14 @@ class OpenCube:
         spec, attrs = self.spec, self.attrs
         return {
             "name": self.name,
-            "bbox": list(spec.bbox),
-            "start": spec.start.isoformat(),
-            "end": spec.end.isoformat(),
+            "bbox": list(spec.request.bbox),
+            "start": spec.request.start.isoformat(),
+            "end": spec.request.end.isoformat(),
             "variables": self.variables,
-            "checkpoint": spec.checkpoint,
+            "checkpoint": spec.request.checkpoint,
             "checkpoint_sha256": spec.checkpoint_sha256,
             "feature_set": spec.feature_set,
-            "ensemble_size": spec.ensemble_size,
+            "ensemble_size": spec.request.members,
             "synthetic": spec.synthetic,
             "source": attrs.get("source", ""),
             "references": attrs.get("references", ""),

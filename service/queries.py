@@ -192,11 +192,11 @@ def _holds(cube: OpenCube, rows: slice, cols: slice) -> bool:
 def _extents(cubes: list[OpenCube]) -> str:
     if not cubes:
         return "none are available yet"
-    return "; ".join(f"{c.name} bbox (W,S,E,N) {tuple(c.spec.bbox)}" for c in cubes)
+    return "; ".join(f"{c.name} bbox (W,S,E,N) {tuple(c.spec.request.bbox)}" for c in cubes)
 
 
 def _coverage(cubes: list[OpenCube]) -> str:
-    return "; ".join(f"{c.name} covers {c.spec.start}..{c.spec.end}" for c in cubes)
+    return "; ".join(f"{c.name} covers {c.spec.request.start}..{c.spec.request.end}" for c in cubes)
 
 
 def _period(period: Period) -> str:

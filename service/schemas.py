@@ -3,10 +3,9 @@
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from jobs import grid
-from tamrl.errors import DataError
+from jobs.request import JobRequest
 
 Flux = Literal["GPP", "RECO", "NEE"]
 EXAMPLE_BBOX = (7.5, 45.0, 10.0, 47.5)
@@ -105,11 +104,10 @@ class SubsetResponse(BaseModel):
     provenance: Provenance
 
 
-class UpscaleRequest(BaseModel):
-    """An upscaling job: a checkpoint over a bbox and period, written as the cube ``output``."""
+class UpscaleRequest(JobRequest):
+    """An upscaling job (`jobs.request.JobRequest`) by a checkpoint's name, written as the cube ``output``."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {"bbox": list(EXAMPLE_BBOX), "start": "2019-06-01", "end": "2019-08-31", "output": "alps_summer"}
@@ -117,31 +115,14 @@ class UpscaleRequest(BaseModel):
         },
     )
 
-    bbox: Bbox = Field(description="(W, S, E, N) in degrees, W < E, S < N")
-    start: date
-    end: date = Field(description="last day, inclusive")
     checkpoint: str = Field("default", max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="checkpoint name")
     output: str = Field(max_length=64, description="name of the output cube (letters, digits, '_', '-', '.')")
-    support_years: list[int] | None = Field(
-        None, min_length=1, max_length=20, description="years of each pixel's support set (default: from the drivers)"
-    )
     members: int | None = Field(None, ge=1, le=100, description="use only the first N ensemble members")
     precision: Literal["float32", "bfloat16"] = "float32"
 
-    @field_validator("bbox")
-    @classmethod
-    def _bbox_on_the_grid(cls, bbox: list[float]) -> list[float]:
-        try:
-            grid.bbox_slices(bbox)
-        except DataError as exc:
-            raise ValueError(str(exc)) from exc
-        return bbox
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "UpscaleRequest":
-        if self.end < self.start:
-            raise ValueError(f"end {self.end} is before start {self.start}")
-        return self
+    def job_request(self) -> JobRequest:
+        """The job's request: everything but the output's name."""
+        return JobRequest(**self.model_dump(exclude={"output"}))
 
 
 class Progress(BaseModel):
@@ -160,6 +141,6 @@ class JobInfo(BaseModel):
     updated: str
     finished: str | None
     error: str | None
-    request: dict
+    request: JobRequest
     output: str = Field(description="the output cube's name")
     links: dict[str, str] = Field(description="self, and the cube's description once the job succeeded")

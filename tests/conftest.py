@@ -57,6 +57,28 @@ def drivers(tmp_path_factory) -> str:
     return str(path)
 
 
+REQUEST_FIELDS = ("support_years", "members", "precision")
+RESOURCE_FIELDS = ("chunks", "tile_chunks", "device")
+
+
+def upscale_job(checkpoint, drivers, bbox, start, end, out, **options):
+    """`jobs.engine.upscale` of a job given the way a CLI user gives it: ``options`` holds the request's and the
+    resources' optional fields (``chunk`` for chunks) and the engine's runtime keywords."""
+    from jobs.engine import upscale
+    from jobs.request import JobRequest, Resources
+
+    options = {("chunks" if k == "chunk" else k): v for k, v in options.items()}
+    request = JobRequest(
+        checkpoint=str(checkpoint), bbox=bbox, start=start, end=end,
+        **{k: options.pop(k) for k in REQUEST_FIELDS if k in options},
+    )  # fmt: skip
+    drivers = (drivers,) if isinstance(drivers, str | Path) else drivers
+    resources = Resources(
+        drivers=tuple(map(str, drivers)), out=str(out), **{k: options.pop(k) for k in RESOURCE_FIELDS if k in options}
+    )
+    return upscale(request, resources, **options)
+
+
 def job_outcome(get: Callable[[str], object], location: str, timeout: float = 60) -> dict:
     """Poll a job (``get(location)`` returns an HTTP response) until it is no longer accepted or running."""
     deadline = time.monotonic() + timeout

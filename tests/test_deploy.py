@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from jobs.engine import WORKER_MALLOC
+from jobs.cluster import WORKER_MALLOC
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

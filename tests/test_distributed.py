@@ -15,10 +15,9 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import GARDA, job_outcome
+from conftest import GARDA, job_outcome, upscale_job
 from distributed import Client
 
-from jobs import engine
 from jobs.writer import VARIABLES
 from service.cli import main
 
@@ -62,7 +61,7 @@ def local(checkpoint, drivers, tmp_path_factory):
     def cube(tile_chunks: int) -> xr.Dataset:
         if tile_chunks not in made:
             out = tmp_path_factory.mktemp("local") / "cube.zarr"
-            engine.upscale(checkpoint, drivers, GARDA, START, END, out, workers=2, progress=False,
+            upscale_job(checkpoint, drivers, GARDA, START, END, out, workers=2, progress=False,
                            chunk=TILES["chunk"], tile_chunks=tile_chunks)  # fmt: skip
             made[tile_chunks] = xr.open_zarr(out).load()
         return made[tile_chunks]
@@ -92,7 +91,7 @@ def test_a_worker_killed_mid_run_still_gives_the_complete_cube(cluster, local, c
             killed.append(time.monotonic())
 
     out = tmp_path / "killed.zarr"
-    summary = engine.upscale(checkpoint, drivers, GARDA, START, END, out, scheduler=address, progress=False,
+    summary = upscale_job(checkpoint, drivers, GARDA, START, END, out, scheduler=address, progress=False,
                              on_progress=kill_after_the_first_tile, **TILES)  # fmt: skip
     assert killed and workers[1].wait(10) == -signal.SIGKILL
     assert summary.tiles_computed == summary.tiles == 8
@@ -116,6 +115,6 @@ def test_the_service_runs_its_jobs_on_the_configured_cluster(cluster, local, che
         location = client.post("/upscale", json=job).headers["location"]
         state = job_outcome(client.get, location)
         assert state["state"] == "successful", state
-        assert "run_tile" in watcher.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+        assert "compute_part" in watcher.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
     got = xr.open_zarr(tmp_path / "on_cluster.zarr").load()
     np.testing.assert_array_equal(got.GPP.values, local(2).GPP.values)

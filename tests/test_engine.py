@@ -3,6 +3,7 @@
 The checkpoint and drivers are conftest's tiny ones, so each run takes about a second.
 """
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -14,10 +15,11 @@ import pytest
 import torch
 import xarray as xr
 from conftest import GARDA as BBOX  # two tiles
+from conftest import upscale_job
 
-from jobs import engine, grid, static
+from jobs import cluster, compute, engine, grid, static
+from jobs.compute import run_dates, support_dates
 from jobs.drivers import GridDrivers
-from jobs.engine import run_dates, support_dates, upscale
 from jobs.synthetic import synthetic_drivers
 from jobs.tiles import Tile
 from jobs.writer import VARIABLES, Cube, CubeSpec
@@ -40,7 +42,7 @@ EVERGLADES = (-80.7, 25.15, -80.6, 25.25)  # 2 x 2 cells around US-TaS, three of
 def run(checkpoint, drivers, out, start=START, end=END, **kw):
     """The tiny job in this process (``drivers`` a URL or a list of them)."""
     kw = {"workers": 0, "chunk": CHUNK, "progress": False} | kw
-    return upscale(checkpoint, drivers, BBOX, start, end, out, **kw)
+    return upscale_job(checkpoint, drivers, BBOX, start, end, out, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -102,25 +104,25 @@ def test_resume_after_a_crash_skips_finished_tiles_and_gives_the_same_cube(
     cube, checkpoint, drivers, tmp_path, monkeypatch
 ):
     out = tmp_path / "resumed.zarr"
-    computed, real = [], engine.compute_tile
+    computed, real = [], engine.compute_part
 
-    def crash_after_one(tile, job):
+    def crash_after_one(part, job):
         if computed:
             raise RuntimeError("simulated crash")
-        computed.append(tile.id)
-        return real(tile, job)
+        computed.append(part.tile.id)
+        return real(part, job)
 
-    monkeypatch.setattr(engine, "compute_tile", crash_after_one)
+    monkeypatch.setattr(engine, "compute_part", crash_after_one)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(checkpoint, drivers, out)
     spec = CubeSpec.model_validate_json(xr.open_zarr(out, consolidated=False).attrs["tamrl_spec"])
     assert Cube(str(out), spec).finished() == set(computed)
 
-    def counting(tile, job):
-        computed.append(tile.id)
-        return real(tile, job)
+    def counting(part, job):
+        computed.append(part.tile.id)
+        return real(part, job)
 
-    monkeypatch.setattr(engine, "compute_tile", counting)
+    monkeypatch.setattr(engine, "compute_part", counting)
     summary = run(checkpoint, drivers, out)
     assert len(computed) == 2 and computed[0] != computed[1]  # the finished tile was not computed again
     assert summary.tiles_computed == 1 and summary.tiles == 2
@@ -221,7 +223,7 @@ def test_the_partial_last_day_of_era5_year_files_is_dropped_with_a_note(checkpoi
     drivers = [str(era5), str(reflectance)]
     job = {"workers": 0, "chunk": CHUNK, "progress": False}
     with caplog.at_level(logging.WARNING, logger="jobs.engine"):
-        summary = upscale(checkpoint, drivers, EVERGLADES, "2019-06-01", "2019-06-30", tmp_path / "a.zarr", **job)
+        summary = upscale_job(checkpoint, drivers, EVERGLADES, "2019-06-01", "2019-06-30", tmp_path / "a.zarr", **job)
 
     note = (
         f"{era5}: dropped 2020-12-31, the partial last day of the hourly record 2019-01-01 00:00..2020-12-31 23:00 "
@@ -232,13 +234,13 @@ def test_the_partial_last_day_of_era5_year_files_is_dropped_with_a_note(checkpoi
     assert got.attrs["tamrl_complete"] == 1 and got.attrs["support_years"] == [2019]  # 2020 is no longer whole
     finite = np.isfinite(got.GPP.values)
     assert summary.pixels_computed == finite.all(axis=0).sum() == finite.any(axis=0).sum() == 3
-    upscale(checkpoint, drivers, EVERGLADES, "2019-06-01", "2019-06-30", tmp_path / "b.zarr", support_years=[2019],
+    upscale_job(checkpoint, drivers, EVERGLADES, "2019-06-01", "2019-06-30", tmp_path / "b.zarr", support_years=[2019],
             **job)  # fmt: skip
     reference = xr.open_zarr(tmp_path / "b.zarr").load()
     for name in VARIABLES:
         np.testing.assert_array_equal(got[name].values, reference[name].values)
     with pytest.raises(DataError, match=r"do not cover 2020-10-02..2020-12-31 .*SW_IN 2019-01-01..2020-12-30"):
-        upscale(checkpoint, drivers, EVERGLADES, "2020-12-31", "2020-12-31", tmp_path / "c.zarr", **job)
+        upscale_job(checkpoint, drivers, EVERGLADES, "2020-12-31", "2020-12-31", tmp_path / "c.zarr", **job)
 
 
 def test_hours_missing_inside_the_era5_record_still_fail_the_job(checkpoint, year_files, tmp_path):
@@ -246,8 +248,8 @@ def test_hours_missing_inside_the_era5_record_still_fail_the_job(checkpoint, yea
     with xr.open_dataset(era5) as full:
         full.load().drop_sel(valid_time=pd.Timestamp("2019-05-10 12:00")).to_netcdf(tmp_path / "damaged.nc")
     with pytest.raises(DataError, match=r"the drivers' TA has gaps \(NaN\) at 3 land cell\(s\) .*first on 2019-05-10"):
-        upscale(checkpoint, [str(tmp_path / "damaged.nc"), str(reflectance)], EVERGLADES, "2019-06-01", "2019-06-30",
-                tmp_path / "d.zarr", workers=0, chunk=CHUNK, progress=False)  # fmt: skip
+        upscale_job(checkpoint, [str(tmp_path / "damaged.nc"), str(reflectance)], EVERGLADES, "2019-06-01",
+                    "2019-06-30", tmp_path / "d.zarr", workers=0, chunk=CHUNK, progress=False)  # fmt: skip
 
 
 def test_reflectance_and_clear_are_taken_at_the_cell_never_interpolated(tmp_path):
@@ -280,21 +282,21 @@ def test_a_local_cluster_gives_the_in_process_cube(cube, checkpoint, drivers, tm
 
 def test_land_cells_without_a_koppen_group_take_the_nearest_one_or_are_skipped(monkeypatch):
     tile = Tile("t", slice(1000, 1004), slice(4000, 4004), slice(0, 4), slice(0, 4))
-    pad = engine.KOPPEN_SEARCH  # the Koppen window reaches this many cells beyond the tile
+    pad = compute.KOPPEN_SEARCH  # the Koppen window reaches this many cells beyond the tile
     codes = np.zeros((4 + 2 * pad, 4 + 2 * pad), np.uint8)  # the window; the tile is [pad : pad + 4] both ways
 
     def fake_koppen(bbox):
         assert grid.bbox_slices(bbox) == (slice(1000 - pad, 1004 + pad), slice(4000 - pad, 4004 + pad))
         return xr.DataArray(codes.copy())
 
-    monkeypatch.setattr(engine.static, "koppen", fake_koppen)
+    monkeypatch.setattr(compute.static, "koppen", fake_koppen)
     codes[pad, pad - 3], codes[pad, pad + 1] = 2, 3  # B 3 cells west of tile cell (0, 0), C at tile cell (0, 1)
-    filled = engine._koppen(tile)
+    filled = compute._koppen(tile)
     assert filled[0, 1] == 3 and filled[0, 0] == 3  # nearest: C at 1 cell rather than B at 3
     assert filled[3, 3] == 3  # C is 3.6 cells away, B 6.7
     codes[:] = 0
     codes[0, 0] = 2  # the window's corner: 14 cells from the nearest tile cell, beyond KOPPEN_SEARCH
-    assert (engine._koppen(tile) == 0).all()
+    assert (compute._koppen(tile) == 0).all()
 
 
 def test_a_cube_at_a_url_holds_its_quicklook(checkpoint, drivers):
@@ -362,9 +364,9 @@ def test_cores_follow_a_container_cpu_quota(cpu_max, expected, tmp_path, monkeyp
 
     path = tmp_path / "cpu.max"
     path.write_text(cpu_max + "\n")
-    monkeypatch.setattr(engine, "CGROUP_CPU_MAX", str(path))
+    monkeypatch.setattr(cluster, "CGROUP_CPU_MAX", str(path))
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    assert engine.cores() == (expected or 4)
+    assert cluster.cores() == (expected or 4)
 
 
 def test_dry_run_plans_the_job_and_writes_nothing(checkpoint, drivers, tmp_path, capsys, monkeypatch):
@@ -402,8 +404,32 @@ def test_a_job_s_dask_client_is_not_the_process_default():
     import dask.base
     import distributed
 
-    with engine._client(1, None) as client:
+    with cluster.job_client(1, None) as client:
         assert client.status == "running"
         with pytest.raises(ValueError, match="No clients found"):
             distributed.default_client()
         assert dask.base.get_scheduler() is None  # queries in this process keep dask's own schedulers
+
+
+# sha256 of the float32 values of a demo tile's cube as the engine wrote it before the job request and the split
+# into parts (commit 092df85); the refactors since must not change a bit
+DEMO_TILE = (7.5, 47.5, 10.0, 50.0)
+DEMO_TILE_SHA256 = {
+    "GPP": "219d644cdea9331766b06b0727a74cecae845bd865832a6a29352c80e90c1a4c",
+    "RECO": "a9277484806eb1ffdd14985e82c84350f196ef14656ba37271011f3e28a75902",
+    "NEE": "e273e97eae1359be0c829b9bac60f83c5ef8a686267a0947a804a0d3d4dba86b",
+    "GPP_std": "9ed2f165fd0da16d7b5544a96fbd8244bc162cb39752c968017109ee2d52cade",
+    "RECO_std": "a0f07357882e85de96649005267cd3bbd04a0b6daa58694cfec9d0fd74c652ed",
+    "NEE_std": "d10c0989ed713f3b91dec1a52fa6e522b8557482e556165e843f0f0db8144aec",
+}
+
+
+def test_a_demo_tile_is_bit_identical_to_the_engine_before_the_refactor(tmp_path):
+    """The shipped checkpoint (2 members) over one demo tile of the demo's synthetic drivers, in this process."""
+    drivers = tmp_path / "drivers.zarr"
+    synthetic_drivers(DEMO_TILE, "2019-01-01", "2019-12-31", seed=0).to_zarr(drivers, zarr_format=3, consolidated=True)
+    upscale_job("default", drivers, DEMO_TILE, "2019-06-01", "2019-06-30", tmp_path / "c.zarr", members=2,
+                support_years=[2019], workers=0, progress=False)  # fmt: skip
+    ds = xr.open_zarr(tmp_path / "c.zarr")
+    values = {name: np.ascontiguousarray(ds[name].values, np.float32) for name in VARIABLES}
+    assert {name: hashlib.sha256(v).hexdigest() for name, v in values.items()} == DEMO_TILE_SHA256

@@ -14,9 +14,7 @@ import numpy as np
 import psutil
 import pytest
 import xarray as xr
-from conftest import GARDA
-
-from jobs import engine
+from conftest import GARDA, upscale_job
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
 from load import run_load, start_server
@@ -27,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is current
 
 def test_64_clients_for_60_s_while_a_job_writes(checkpoint, drivers, tmp_path):
     cubes = tmp_path / "cubes"
-    engine.upscale(checkpoint, drivers, GARDA, "2020-03-01", "2020-04-29", cubes / "garda.zarr", workers=0,
+    upscale_job(checkpoint, drivers, GARDA, "2020-03-01", "2020-04-29", cubes / "garda.zarr", workers=0,
                    progress=False)  # fmt: skip
     cube = xr.open_zarr(cubes / "garda.zarr")
     west, south, east, north = GARDA

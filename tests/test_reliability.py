@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import FLUXNET, GARDA, MODIS, job_outcome
+from conftest import FLUXNET, GARDA, MODIS, job_outcome, upscale_job
 
-from jobs import engine
 from jobs.writer import VARIABLES
 from service.cli import main
 from tamrl.errors import CheckpointError, DataError
@@ -127,7 +126,7 @@ def test_a_damaged_checkpoint_is_a_clear_error(checkpoint, drivers, tmp_path):
     broken = tmp_path / "damaged.pt"
     broken.write_bytes(Path(checkpoint).read_bytes()[:5000])
     with pytest.raises(CheckpointError, match="is not a readable tamrl checkpoint"):
-        engine.upscale(broken, drivers, GARDA, START, END, tmp_path / "c.zarr", workers=0, progress=False)
+        upscale_job(broken, drivers, GARDA, START, END, tmp_path / "c.zarr", workers=0, progress=False)
     assert not (tmp_path / "c.zarr").exists()
 
 
@@ -149,7 +148,7 @@ def test_a_read_only_or_full_output_fails_clearly_and_leaves_the_cube_incomplete
     monkeypatch.setattr(zarr.storage.LocalStore, "set", failing)
     out = tmp_path / "cube.zarr"
     with pytest.raises(DataError, match=rf"cannot write the cube at {out} \(OSError: .*{words}.*\); check that"):
-        engine.upscale(checkpoint, drivers, GARDA, START, END, out, workers=0, chunk=(60, 4, 4), tile_chunks=1,
+        upscale_job(checkpoint, drivers, GARDA, START, END, out, workers=0, chunk=(60, 4, 4), tile_chunks=1,
                        progress=False)  # fmt: skip
     assert zarr.open_group(str(out), mode="r").attrs["tamrl_complete"] == 0
     assert len(ledger(out)) == 1

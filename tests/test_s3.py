@@ -10,10 +10,9 @@ import socket
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import GARDA, job_outcome
+from conftest import GARDA, job_outcome, upscale_job
 from fastapi.testclient import TestClient
 
-from jobs import engine
 from jobs.writer import VARIABLES
 from service.api import create_app
 from service.settings import Settings
@@ -55,13 +54,13 @@ def s3(drivers):
 @pytest.fixture(scope="module")
 def reference(checkpoint, drivers, tmp_path_factory) -> xr.Dataset:
     out = tmp_path_factory.mktemp("ref") / "cube.zarr"
-    engine.upscale(checkpoint, drivers, GARDA, START, END, out, workers=0, chunk=(None, 4, 4), progress=False)
+    upscale_job(checkpoint, drivers, GARDA, START, END, out, workers=0, chunk=(None, 4, 4), progress=False)
     return xr.open_zarr(out).load()
 
 
 def test_a_job_reads_drivers_from_s3_and_writes_its_cube_there(s3, checkpoint, reference):
     url = f"s3://{BUCKET}/cubes/garda.zarr"
-    summary = engine.upscale(checkpoint, [f"s3://{BUCKET}/drivers.zarr"], GARDA, START, END, url, workers=0,
+    summary = upscale_job(checkpoint, [f"s3://{BUCKET}/drivers.zarr"], GARDA, START, END, url, workers=0,
                              chunk=(None, 4, 4), progress=False)  # fmt: skip
     assert summary.quicklook == f"{url}/quicklook.png" and s3.exists(f"{BUCKET}/cubes/garda.zarr/quicklook.png")
     cube = xr.open_zarr(url).load()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import schemathesis
 import xarray as xr
-from conftest import GARDA, job_outcome
+from conftest import GARDA, job_outcome, upscale_job
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance, use_after_free
@@ -27,6 +27,7 @@ from schemathesis.checks import positive_data_acceptance, use_after_free
 from jobs import engine, grid
 from jobs.records import JobStore
 from service.api import create_app
+from service.schemas import UpscaleRequest
 from service.settings import Settings
 
 START, END = "2020-03-01", "2020-04-29"
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is current
 @pytest.fixture(scope="module")
 def cubes(checkpoint, drivers, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cubes")
-    engine.upscale(checkpoint, drivers, GARDA, START, END, root / "garda.zarr", workers=0, chunk=(None, 4, 4),
+    upscale_job(checkpoint, drivers, GARDA, START, END, root / "garda.zarr", workers=0, chunk=(None, 4, 4),
                    progress=False)  # fmt: skip
     return root
 
@@ -247,7 +248,8 @@ def test_a_job_whose_drivers_fall_short_fails_with_the_reason(client):
 
 def test_another_request_onto_an_output_being_written_is_a_conflict(client):
     store: JobStore = client.app.state.store
-    record, _ = store.submit({"held": True}, "busy")  # a live job that the runner never saw
+    held = UpscaleRequest(**JOB | {"output": "busy", "end": "2020-04-02"}).job_request()
+    record, _ = store.submit(held, "busy")  # a live job that the runner never saw
     response = client.post("/upscale", json=JOB | {"output": "busy"})
     assert response.status_code == 409 and record.id in response.json()["detail"]
     store.dismiss(record.id)
@@ -256,14 +258,14 @@ def test_another_request_onto_an_output_being_written_is_a_conflict(client):
 
 
 def test_delete_stops_a_running_job_between_tiles(client, monkeypatch):
-    entered, gate, real = threading.Event(), threading.Event(), engine.compute_tile
+    entered, gate, real = threading.Event(), threading.Event(), engine.compute_part
 
-    def held(tile, job):
+    def held(part, job):
         entered.set()
         gate.wait(30)
-        return real(tile, job)
+        return real(part, job)
 
-    monkeypatch.setattr(engine, "compute_tile", held)
+    monkeypatch.setattr(engine, "compute_part", held)
     job_id = client.post("/upscale", json=JOB | {"bbox": list(GARDA), "output": "stopped"}).json()["id"]
     assert entered.wait(30)  # the job is inside its first tile
     assert client.delete(f"/jobs/{job_id}").json()["state"] == "dismissed"
@@ -293,8 +295,7 @@ def test_jobs_need_the_token_when_one_is_configured(cubes, checkpoint, drivers):
 def test_a_job_left_running_by_a_killed_service_resumes_on_restart(cubes, checkpoint, drivers, tmp_path):
     settings = service(tmp_path / "cubes", checkpoint, drivers)
     store = JobStore(settings.job_database)
-    request = JOB | {"checkpoint_path": str(checkpoint), "out": str(tmp_path / "cubes" / "resumed.zarr")}
-    record, _ = store.submit(request, "resumed")
+    record, _ = store.submit(UpscaleRequest(**JOB).job_request(), "resumed")
     store.start(record.id)  # the service died while this job ran
     with TestClient(create_app(settings)) as restarted:
         job = job_outcome(restarted.get, f"/jobs/{record.id}")
@@ -374,10 +375,10 @@ def test_fuzzed_requests_never_get_a_5xx_and_match_the_schema(locked):
 def test_a_cube_rewritten_by_a_job_is_reopened(checkpoint, drivers, tmp_path):
     root = tmp_path / "cubes"
     run = dict(workers=0, chunk=(None, 4, 4), progress=False)
-    engine.upscale(checkpoint, drivers, GARDA, START, "2020-03-10", root / "again.zarr", **run)
+    upscale_job(checkpoint, drivers, GARDA, START, "2020-03-10", root / "again.zarr", **run)
     with TestClient(create_app(service(root, checkpoint, drivers))) as c:
         assert len(c.get("/flux", params=POINT).json()["time"]) == 10
-        engine.upscale(checkpoint, drivers, GARDA, START, "2020-03-20", root / "again.zarr", overwrite=True, **run)
+        upscale_job(checkpoint, drivers, GARDA, START, "2020-03-20", root / "again.zarr", overwrite=True, **run)
         assert c.get("/cubes/again").json()["end"] == "2020-03-20"
         assert len(c.get("/flux", params=POINT).json()["time"]) == 20
 
