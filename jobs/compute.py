@@ -10,7 +10,7 @@ by checkpoint path and sha256, never shipped in the task graph.
 """
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -22,8 +22,8 @@ from scipy import ndimage
 from jobs import grid, static
 from jobs.drivers import GridDrivers
 from jobs.grid import Bbox
+from jobs.outputs import OUTPUTS
 from jobs.tiles import CubeExtent, Tile
-from jobs.writer import VARIABLES
 from tamrl.checkpoint import load_bundle
 from tamrl.errors import CheckpointError, DataError
 from tamrl.features import MET, TARGETS, FeatureSet, dynamic_features, static_features
@@ -32,6 +32,11 @@ from tamrl.predict import Predictor
 SPINUP_DAYS = 90  # the decoder runs from this many days before the period; only the period is kept
 PIXEL_BATCH = 4096  # pixels per predict_arrays call: bounds a task's memory (members x pixels x days x 3 floats)
 KOPPEN_SEARCH = 10  # cells (0.5 deg): a land cell without a Koppen group takes the nearest group this close
+# what an output variable (`jobs.outputs.Output.statistic`) takes from the ensemble mean and spread of predict_arrays
+STATISTICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "mean": lambda mean, spread: mean,
+    "spread": lambda mean, spread: spread,
+}
 MODEL_CACHE = 2  # checkpoints (at a precision and device) a worker keeps loaded: a job's, and the one before it
 KOPPEN_FALLBACK = (
     f"A land cell where the 1 km Koppen raster has no data takes the group of the nearest cell that has one within "
@@ -72,11 +77,11 @@ class Part:
 
 @dataclass(frozen=True)
 class PartResult:
-    """The fluxes of a part's cells: tile rows and columns, values (variable, day, cell), and the model's time."""
+    """The outputs of a part's cells: tile rows and columns, values per variable (day, cell), the model's time."""
 
     ii: np.ndarray
     jj: np.ndarray
-    values: np.ndarray  # float32 (len(VARIABLES), days, cells)
+    values: dict[str, np.ndarray]  # `jobs.outputs.OUTPUTS` name -> (days, cells) of its dtype
     model_seconds: float  # in predict_arrays: the bare model, for the job's efficiency
 
     @property
@@ -98,25 +103,25 @@ def compute_part(part: Part, job: TileJob) -> PartResult:
     """The output variables of the part's cells (see the module docstring)."""
     predictor = cached_predictor(job.checkpoint, job.sha256, job.members, job.precision, job.device)
     ii, jj, x, x_support, statics = part_features(part, job, predictor.fs)
-    values = np.empty((len(VARIABLES), job.days, len(ii)), np.float32)
+    values = {name: np.empty((job.days, len(ii)), o.dtype) for name, o in OUTPUTS.items()}
     seconds = 0.0
     for lo in range(0, len(ii), PIXEL_BATCH):
         batch = slice(lo, lo + PIXEL_BATCH)
         started = time.perf_counter()
-        mean, std = predictor.predict_arrays(x[batch], statics[batch], x_support[batch])
+        ensemble = predictor.predict_arrays(x[batch], statics[batch], x_support[batch])
         seconds += time.perf_counter() - started
-        for k, target in enumerate(TARGETS):
-            values[VARIABLES.index(target), :, batch] = mean[:, SPINUP_DAYS:, k].T
-            values[VARIABLES.index(f"{target}_std"), :, batch] = std[:, SPINUP_DAYS:, k].T
+        for name, o in OUTPUTS.items():
+            statistic = STATISTICS[o.statistic](*ensemble)  # (cells, days, targets)
+            values[name][:, batch] = statistic[:, SPINUP_DAYS:, TARGETS.index(o.target)].T
     return PartResult(ii, jj, values, seconds)
 
 
 def tile_values(tile: Tile, days: int, results: Sequence[PartResult]) -> dict[str, np.ndarray]:
-    """The whole tile's variables ((time, lat, lon), NaN where not computed) from the results of its parts."""
-    values = {name: np.full((days, *tile.shape), np.nan, np.float32) for name in VARIABLES}
+    """The whole tile's variables ((time, lat, lon), the fill where not computed) from the results of its parts."""
+    values = {name: np.full((days, *tile.shape), o.fill, o.dtype) for name, o in OUTPUTS.items()}
     for result in results:
-        for k, name in enumerate(VARIABLES):
-            values[name][:, result.ii, result.jj] = result.values[k]
+        for name, cells in result.values.items():
+            values[name][:, result.ii, result.jj] = cells
     return values
 
 

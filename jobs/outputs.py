@@ -46,7 +46,6 @@ _FLUXES = {  # target: long name, CF standard name (or None), comment on the ens
         "negative values a sink. Daily mean of the ensemble members. There is no CF standard name for it.",
     ),
 }
-assert tuple(_FLUXES) == TARGETS
 
 
 def _flux(target: str) -> Output:

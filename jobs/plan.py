@@ -2,7 +2,7 @@
 
 `plan_job` checks the job as the engine does (`jobs.prepare`), counts tiles and land pixels, estimates the bytes
 read (the drivers' daily values at their own resolution, for the run days and the support years) and written (the
-six float32 flux variables, uncompressed), and calibrates the wall time by running the real tile pipeline (driver
+output variables, uncompressed), and calibrates the wall time by running the real tile pipeline (driver
 read, features, model) on a sample of the job's own pixels on this machine, one torch thread, as one worker would.
 The estimate assumes the workers scale linearly and are as fast as this machine's cores; it leaves out the Zarr
 writes, which the engine benchmark measured as a few percent of the time.
@@ -18,10 +18,10 @@ import torch
 from jobs import grid, static
 from jobs.compute import Part, TileJob, cached_predictor, part_features, run_dates, support_dates
 from jobs.drivers import GridDrivers
+from jobs.outputs import OUTPUTS
 from jobs.prepare import prepare_job
 from jobs.request import JobRequest, Resources
 from jobs.tiles import Tile, plan_tiles
-from jobs.writer import VARIABLES
 from tamrl.errors import DataError
 from tamrl.features import FeatureSet, feature_set
 
@@ -73,7 +73,8 @@ def plan_job(request: JobRequest, resources: Resources, workers: int = 1) -> Pla
     rows, cols = grid.bbox_slices(request.bbox)
     lat, lon = grid.lat_coords()[rows], grid.lon_coords()[cols]
     read = sum(_window_bytes(prepared.drivers, name, lat, lon, days) for name in fs.required)
-    written = len(VARIABLES) * len(extent.lat) * len(extent.lon) * job.days * 4
+    itemsizes = sum(np.dtype(o.dtype).itemsize for o in OUTPUTS.values())
+    written = itemsizes * len(extent.lat) * len(extent.lon) * job.days
     seconds, sampled = _calibrate(job, tiles, fs)
     return Plan(len(tiles), land_pixels, job.days, read, written, seconds, sampled, max(1, workers))
 

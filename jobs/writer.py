@@ -1,7 +1,8 @@
 """The output cube: a CF-described Zarr store of daily GPP, RECO and NEE, written tile by tile as xarray-beam does.
 
-`create_cube` writes a template first: every attribute, coordinate and static layer, and the six flux variables
-as metadata only (a lazy template that is never computed, so unwritten chunks read as NaN). Engine tasks then
+`create_cube` writes a template first: every attribute, coordinate and static layer, and the output variables
+(`jobs.outputs`) as metadata only (a lazy template that is never computed, so unwritten chunks read as their fill).
+Engine tasks then
 write each tile as a region of whole chunks with `Cube.write_tile`, which refuses unaligned regions, and record it
 in a ledger of one marker object per finished tile (NaN cannot tell "not yet written" from "ocean"). `Cube.finalize`
 consolidates the metadata once every tile is in the ledger. Re-running a job with the same `CubeSpec` resumes it.
@@ -26,32 +27,19 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from jobs import grid, static
+from jobs.outputs import OUTPUTS, VARIABLES
 from jobs.request import JobRequest
 from jobs.tiles import CubeExtent, Tile, plan_tiles
 from tamrl import __version__
 from tamrl.checkpoint import FLUXNET_ATTRIBUTION
 from tamrl.errors import ConfigError, ConflictError, DataError
-from tamrl.features import FEATURE_SETS, TARGET_UNITS, TARGETS
+from tamrl.features import FEATURE_SETS
 
-VARIABLES = (*TARGETS, *(f"{t}_std" for t in TARGETS))
 LEDGER = "_ledger"  # Zarr group holding one marker object per finished tile
 DEFAULT_CHUNK_TIME = 92  # days: a calendar year is 4 chunks
 DEFAULT_CHUNK_SPACE = 50  # cells (2.5 deg): about 0.9 MB of float32 per chunk with 92 days
 STATIC_CHUNK_FACTOR = 10  # igbp and land_mask chunks span 10 x 10 flux chunks: 120 objects for the globe, not 10,000
 PAPER = "Rozanov, Renganathan and Kumar, TAM-RL, arXiv 2603.09974 (2026)"
-
-_LONG_NAMES = {
-    "GPP": "gross primary productivity of carbon",
-    "RECO": "ecosystem respiration of carbon",
-    "NEE": "net ecosystem exchange of carbon",
-}
-_COMMENTS = {
-    "GPP": "Daily mean of the ensemble members, clipped at zero.",
-    "RECO": "Total (autotrophic plus heterotrophic) ecosystem respiration; daily mean of the ensemble members, "
-    "clipped at zero. There is no CF standard name for it.",
-    "NEE": "Net land-atmosphere CO2 exchange expressed as carbon: positive values are a net source to the "
-    "atmosphere, negative values a sink. Daily mean of the ensemble members. There is no CF standard name for it.",
-}
 
 
 class CubeSpec(BaseModel):
@@ -147,7 +135,8 @@ class Cube:
         return {path.rsplit("/", 1)[-1] for path in fs.find(ledger)} - {"zarr.json"}
 
     def write_tile(self, tile: Tile, values: dict[str, np.ndarray]) -> None:
-        """Write the six variables of ``tile`` ((time, lat, lon) arrays, NaN off land), then mark it finished.
+        """Write the output variables of ``tile`` ((time, lat, lon) arrays, their fill off land), then mark it
+        finished.
 
         The region must be whole chunks of the store (ValueError otherwise), so concurrent writers never share a
         chunk. Values off land (``land_mask`` 0) must be NaN, as the cube promises. The marker is written after the
@@ -320,8 +309,10 @@ def _template(spec: CubeSpec, extent: CubeExtent, igbp: xr.DataArray) -> xr.Data
     """The cube as a Dataset whose flux variables are lazy NaN arrays (never computed)."""
     times = spec.times
     shape = (len(times), len(extent.lat), len(extent.lon))
-    lazy = dask.array.full(shape, np.nan, dtype=np.float32, chunks=-1)
-    fluxes = {name: (("time", "lat", "lon"), lazy, _flux_attrs(name)) for name in VARIABLES}
+    fluxes = {
+        name: (("time", "lat", "lon"), dask.array.full(shape, o.fill, dtype=o.dtype, chunks=-1), o.attrs)
+        for name, o in OUTPUTS.items()
+    }
     mask = static.land_mask(igbp)
     land = mask.astype(np.uint8).assign_attrs(
         mask.attrs, flag_values=np.array([0, 1], dtype=np.uint8), flag_meanings="not_computed computed"
@@ -335,22 +326,6 @@ def _template(spec: CubeSpec, extent: CubeExtent, igbp: xr.DataArray) -> xr.Data
     }
     data_vars = {**fluxes, "igbp": igbp.variable, "land_mask": land.variable}
     return xr.Dataset(data_vars, coords=coords, attrs=_global_attrs(spec))
-
-
-def _flux_attrs(name: str) -> dict[str, str]:
-    target = name.removesuffix("_std")
-    if name != target:
-        return {
-            "long_name": f"ensemble standard deviation of {_LONG_NAMES[target]}",
-            "units": TARGET_UNITS,
-            "comment": f"Standard deviation of the daily {target} of the ensemble members (spread, not error).",
-        }
-    attrs = {"long_name": _LONG_NAMES[name], "units": TARGET_UNITS, "comment": _COMMENTS[name]}
-    if name == "GPP":
-        attrs["standard_name"] = "gross_primary_productivity_of_biomass_expressed_as_carbon"
-    if name == "NEE":
-        attrs["long_name"] += " (positive: source to the atmosphere)"
-    return attrs
 
 
 def _global_attrs(spec: CubeSpec) -> dict[str, Any]:
@@ -381,7 +356,7 @@ def _global_attrs(spec: CubeSpec) -> dict[str, Any]:
 
 def _encoding(spec: CubeSpec, extent: CubeExtent) -> dict[str, dict]:
     chunks = (spec.chunk_time, spec.chunk_lat, spec.chunk_lon)
-    fluxes = {name: {"dtype": "float32", "chunks": chunks, "_FillValue": np.nan} for name in VARIABLES}
+    fluxes = {name: {"dtype": o.dtype, "chunks": chunks, "_FillValue": o.fill} for name, o in OUTPUTS.items()}
     static_chunks = (
         min(STATIC_CHUNK_FACTOR * spec.chunk_lat, len(extent.lat)),
         min(STATIC_CHUNK_FACTOR * spec.chunk_lon, len(extent.lon)),
@@ -436,10 +411,11 @@ def _check_aligned(tile: Tile, array: zarr.Array) -> None:
 
 
 def _checked_values(values: dict[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """``values`` as float32 arrays, or ValueError for missing or extra variables and wrong shapes."""
+    """``values`` as arrays of their outputs' dtypes, or ValueError for missing or extra variables and wrong
+    shapes."""
     if set(values) != set(VARIABLES):
         raise ValueError(f"write_tile needs exactly {', '.join(VARIABLES)}; got {', '.join(sorted(values))}")
-    data = {name: np.asarray(values[name], dtype=np.float32) for name in VARIABLES}
+    data = {name: np.asarray(values[name], dtype=o.dtype) for name, o in OUTPUTS.items()}
     wrong = {name: a.shape for name, a in data.items() if a.shape != shape}
     if wrong:
         raise ValueError(f"write_tile needs arrays of shape (time, lat, lon) = {shape}; got {wrong}")
@@ -448,11 +424,15 @@ def _checked_values(values: dict[str, np.ndarray], shape: tuple[int, ...]) -> di
 
 def _check_nan_off_land(tile: Tile, data: dict[str, np.ndarray], land: np.ndarray) -> None:
     """ValueError naming the variables that hold values in cells off land."""
-    wet = [name for name, values in data.items() if not np.isnan(values[:, ~land]).all()]
+    wet = [name for name, values in data.items() if not _is_fill(values[:, ~land], OUTPUTS[name].fill).all()]
     if wet:
         raise ValueError(
-            f"tile {tile.id}: {', '.join(wet)} hold values off land (land_mask 0); leave those cells NaN"
+            f"tile {tile.id}: {', '.join(wet)} hold values off land (land_mask 0); leave those cells at the fill value"
         )
+
+
+def _is_fill(values: np.ndarray, fill: float) -> np.ndarray:
+    return np.isnan(values) if np.isnan(fill) else values == fill
 
 
 def _fs(url: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -27,7 +27,8 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 
 from jobs import grid
-from jobs.writer import VARIABLES, CubeSpec
+from jobs.outputs import VARIABLES
+from jobs.writer import CubeSpec
 from tamrl.errors import NotFoundError
 
 

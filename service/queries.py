@@ -13,11 +13,11 @@ import pandas as pd
 import xarray as xr
 
 from jobs import grid
+from jobs.outputs import FLUXES, spread_of
 from service.catalog import Catalog, NotCached, OpenCube
 from tamrl.errors import DataError, NotFoundError, TooLargeError
-from tamrl.features import TARGET_UNITS, TARGETS
+from tamrl.features import TARGET_UNITS
 
-FLUXES = tuple(TARGETS)  # GPP, RECO, NEE
 AGGREGATES = ("total", "mean")
 G_PER_TG = 1e12
 SERVER_ATTRS = ("drivers",)  # cube attributes that name paths on the server: never served
@@ -49,7 +49,7 @@ class PointSeries:
     cube: OpenCube
     cell: tuple[int, int]  # local row, column
     days: slice
-    values: dict[str, np.ndarray]  # variable and variable_std -> (days,)
+    values: dict[str, np.ndarray]  # a flux and its spread (`jobs.outputs.spread_of`) -> (days,)
 
     @property
     def times(self) -> pd.DatetimeIndex:
@@ -104,7 +104,7 @@ def point(catalog: Catalog, lat: float, lon: float, period: Period, variables: l
         )
     values = {}
     for name in variables:
-        for key in (name, f"{name}_std"):
+        for key in (name, spread_of(name)):
             values[key] = cube.series(key, i, j, days.start, days.stop, cached_only)
     return PointSeries(cube, (i, j), days, values)
 
@@ -123,7 +123,7 @@ def bbox_subset(catalog: Catalog, bbox: tuple[float, float, float, float], perio
     if not holding:
         raise NotFoundError(f"no cube holds the whole bbox {bbox}; cubes: {_extents(cubes)}")
     cube, days = _best(holding, period, f"bbox {bbox}")
-    names = [v for name in variables for v in ((name, f"{name}_std") if spreads else (name,))]
+    names = [v for name in variables for v in ((name, spread_of(name)) if spreads else (name,))]
     size = (rows.stop - rows.start) * (cols.stop - cols.start) * (days.stop - days.start) * len(names)
     if size > limit:
         raise TooLargeError(

@@ -7,7 +7,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.request import JobRequest
 
-Flux = Literal["GPP", "RECO", "NEE"]
 EXAMPLE_BBOX = (7.5, 45.0, 10.0, 47.5)
 # a list rather than a tuple: OpenAPI tools read a plain array of 4 numbers more widely than prefixItems
 Bbox = Annotated[list[float], Field(min_length=4, max_length=4)]

@@ -18,7 +18,7 @@ import xarray as xr
 from conftest import GARDA, job_outcome, upscale_job
 from distributed import Client
 
-from jobs.writer import VARIABLES
+from jobs.outputs import VARIABLES
 from service.cli import main
 
 START, END = "2020-03-01", "2020-04-29"

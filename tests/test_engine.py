@@ -20,9 +20,10 @@ from conftest import upscale_job
 from jobs import cluster, compute, engine, grid, static
 from jobs.compute import run_dates, support_dates
 from jobs.drivers import GridDrivers
+from jobs.outputs import VARIABLES
 from jobs.synthetic import synthetic_drivers
 from jobs.tiles import Tile
-from jobs.writer import VARIABLES, Cube, CubeSpec
+from jobs.writer import Cube, CubeSpec
 from service.cli import main
 from tamrl.calibration import cube_bounds
 from tamrl.errors import ConfigError, DataError

@@ -19,7 +19,7 @@ import xarray as xr
 import zarr
 from conftest import FLUXNET, GARDA, MODIS, job_outcome, upscale_job
 
-from jobs.writer import VARIABLES
+from jobs.outputs import VARIABLES
 from service.cli import main
 from tamrl.errors import CheckpointError, DataError
 

@@ -13,7 +13,7 @@ import xarray as xr
 from conftest import GARDA, job_outcome, upscale_job
 from fastapi.testclient import TestClient
 
-from jobs.writer import VARIABLES
+from jobs.outputs import VARIABLES
 from service.api import create_app
 from service.settings import Settings
 

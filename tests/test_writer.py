@@ -14,8 +14,9 @@ import xarray as xr
 import zarr
 
 from jobs import grid, static
+from jobs.outputs import VARIABLES
 from jobs.tiles import Tile, plan_tiles
-from jobs.writer import VARIABLES, CubeSpec, create_cube
+from jobs.writer import CubeSpec, create_cube
 from tamrl import __version__
 from tamrl.errors import ConfigError, DataError
 from tamrl.predict import MODES, NEE_RULES
