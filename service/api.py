@@ -45,7 +45,7 @@ from service.schemas import (
 )
 from service.settings import Settings
 from tamrl import __version__
-from tamrl.checkpoint import load_bundle, resolve, shipped_names
+from tamrl.checkpoint import read_metadata, resolve, shipped_names
 from tamrl.errors import (
     AuthError,
     CheckpointError,
@@ -283,8 +283,8 @@ def _checkpoint(settings: Settings, name: str) -> str:
 
 @lru_cache(maxsize=8)
 def _members(path: str) -> int:
-    """Ensemble members in the checkpoint at ``path``."""
-    return len(load_bundle(path)["members"])
+    """Ensemble members in the checkpoint at ``path``, read from its metadata (its weights are never loaded)."""
+    return read_metadata(path).members
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
