@@ -55,6 +55,7 @@ from tamrl.errors import (
     NotFoundError,
     TamrlError,
     TooLargeError,
+    validation_message,
 )
 from tamrl.features import TARGET_UNITS
 
@@ -346,9 +347,7 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        where = lambda e: ".".join(str(p) for p in e["loc"] if p not in ("query", "body")) or "request"  # noqa: E731
-        parts = [f"{where(e)}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
-        return _problem(422, "ValidationError", "; ".join(parts))
+        return _problem(422, "ValidationError", validation_message(exc.errors(), "request"))
 
     @app.exception_handler(StarletteHTTPException)
     def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
