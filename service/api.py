@@ -2,7 +2,8 @@
 
 `create_app` wires the settings, the cube catalog, the job store and the job runner into one FastAPI app (on
 ``app.state``, where `service.dependencies` hands them to handlers) and includes one router per endpoint family
-(`service.routes`). Domain errors map to status codes in one table, ERROR_STATUS; every 4xx body is a Problem.
+(`service.routes`). Domain errors map to status codes in one table, ERROR_STATUS; every error body (4xx, 503) is a
+Problem.
 """
 
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from tamrl.errors import (
     NotFoundError,
     TamrlError,
     TooLargeError,
+    UnavailableError,
     validation_message,
 )
 
@@ -40,6 +42,7 @@ ERROR_STATUS: dict[type[TamrlError], int] = {
     ConflictError: 409,
     TooLargeError: 413,
     AuthError: 401,
+    UnavailableError: 503,
 }
 MAX_BODY_BYTES = 16_384
 ROUTERS = (cubes.router, flux.router, jobs.router)  # in the order their paths appear in the OpenAPI document
@@ -65,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "maps, and upscaling jobs. Fluxes in g C m-2 d-1; NEE positive means a source to the atmosphere. Models "
         "trained on FLUXNET2015 data (CC-BY-4.0).",
         lifespan=_lifespan,
-        responses=PROBLEMS,  # every 4xx body is a Problem, validation errors included
+        responses=PROBLEMS,  # every error body is a Problem, validation errors included
     )  # fmt: skip
     app.state.settings, app.state.catalog, app.state.store, app.state.runner = settings, catalog, store, runner
     _errors(app)

@@ -38,6 +38,11 @@ class AuthError(TamrlError):
     """A request lacks the credentials an operation needs."""
 
 
+class UnavailableError(TamrlError):
+    """Storage the service reads cannot be read now (a missing or unreadable folder, an unreachable bucket): the
+    operator's to fix, or to retry later; the log names the cause."""
+
+
 def validation_message(errors: Iterable[Mapping[str, Any]], whole: str) -> str:
     """One line from pydantic's validation errors (``exc.errors()``): ``field: problem`` joined by '; '.
 
