@@ -23,7 +23,7 @@ from jobs.drivers import GridDrivers
 from jobs.request import JobRequest, Resources
 from jobs.writer import CubeSpec
 from tamrl.checkpoint import load_bundle, resolve
-from tamrl.errors import ConfigError, DataError
+from tamrl.errors import ConfigError, DataError, validation_message
 from tamrl.features import FeatureSet, check_drivers, feature_set
 from tamrl.predict import check_precision
 from tamrl.windows import WINDOW
@@ -136,5 +136,4 @@ def _spec(bundle: dict[str, Any], request: JobRequest, resources: Resources, syn
             nee_rule=bundle["inference"]["nee"], inference_mode=bundle["inference"]["mode"], synthetic=synthetic,
         )  # fmt: skip
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid cube parameters: {problems}") from exc
+        raise ConfigError(f"invalid cube parameters: {validation_message(exc.errors(), 'cube')}") from exc

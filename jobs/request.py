@@ -24,7 +24,7 @@ from pydantic import (
 
 from jobs import grid
 from jobs.grid import Bbox
-from tamrl.errors import ConfigError, DataError
+from tamrl.errors import ConfigError, DataError, validation_message
 
 FIRST_YEAR, LAST_YEAR = 1900, 2100  # days and support years outside this range are refused before any work
 # a plain array of 4 numbers: OpenAPI tools read that more widely than prefixItems
@@ -116,5 +116,4 @@ def build(model: type[BaseModel], **fields: Any) -> Any:
     try:
         return model(**fields)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid {model.__name__}: {problems.replace('Value error, ', '')}") from exc
+        raise ConfigError(f"invalid {model.__name__}: {validation_message(exc.errors(), 'request')}") from exc

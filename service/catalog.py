@@ -6,15 +6,20 @@ finalizing or overwriting it), which is checked with one ``stat`` (or object-sto
 
 Point queries read through a process-wide cache of decoded chunks (`ChunkCache`): a one-year series of six
 variables touches 24 chunks of about 0.9 MB, and decoding them dominates a query; a cached query is numpy indexing.
+
+A store without readable root metadata yet (being created, replaced or removed by a job) is skipped quietly. Any
+other storage error (the cubes folder missing or unreadable, a bucket unreachable, a cube's metadata unreadable) is
+logged with its cause and raised as UnavailableError, which the API answers with 503: never an empty catalog that
+would read as "no cubes".
 """
 
 import json
+import logging
 import os
 import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Set
-from contextlib import suppress
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,7 +34,10 @@ from fsspec.implementations.local import LocalFileSystem
 from jobs import grid
 from jobs.outputs import VARIABLES
 from jobs.writer import CubeSpec
-from tamrl.errors import NotFoundError
+from tamrl.errors import NotFoundError, UnavailableError
+
+log = logging.getLogger(__name__)
+INCOMPLETE = (FileNotFoundError, NotADirectoryError)  # no root metadata (yet, or any more), or a file named *.zarr
 
 
 class NotCached(Exception):
@@ -206,7 +214,7 @@ class Catalog:
             self.fs.invalidate_cache(self.base)  # object-store listings are cached; a new cube must show at once
         found = []
         for path, token in self._stores():
-            name = path.rsplit("/", 1)[-1].removesuffix(".zarr")
+            name = _name(path)
             if name in self.hidden():
                 continue
             with self._lock:
@@ -234,32 +242,56 @@ class Catalog:
         return path if self.local else self.fs.unstrip_protocol(path)
 
     def _stores(self) -> list[tuple[str, object]]:
-        """The ``*.zarr`` stores under the root, sorted, each with what changes when its root metadata is rewritten
-        (mtime locally, ETag and time on object stores); stores without root metadata are left out."""
-        if self.local:  # os calls: a tenth of fsspec's cost, and this runs on every query
-            try:
-                entries = sorted(e.path for e in os.scandir(self.base) if e.name.endswith(".zarr"))
-            except OSError:
-                return []
-            stores = []
-            for path in entries:
-                with suppress(OSError):
-                    stores.append((path, os.stat(f"{path}/zarr.json").st_mtime_ns))
-            return stores
-        stores = []
-        for path in sorted(self.fs.glob(f"{self.base.rstrip('/')}/*.zarr")):
-            with suppress(OSError, ValueError):
-                info = self.fs.info(f"{path}/zarr.json")
-                stores.append((path, (info.get("ETag"), info.get("LastModified"), info.get("size"))))
-        return stores
+        """The ``*.zarr`` stores under the root, sorted, each with its `_token`; stores without root metadata are
+        left out."""
+        try:
+            if self.local:  # os calls: a tenth of fsspec's cost, and this runs on every query
+                entries = [e.path for e in os.scandir(self.base) if e.name.endswith(".zarr")]
+            else:
+                entries = self.fs.glob(f"{self.base.rstrip('/')}/*.zarr")
+        except (OSError, ValueError) as exc:
+            raise _unavailable("the cubes folder", self.root, exc) from exc
+        tokens = ((path, self._token(path)) for path in sorted(entries))
+        return [(path, token) for path, token in tokens if token is not None]
+
+    def _token(self, path: str) -> object | None:
+        """What changes when the root metadata of the store at ``path`` is rewritten (mtime locally; ETag, time and
+        size on object stores); None when the store has none (yet, or any more)."""
+        meta = f"{path}/zarr.json"
+        try:
+            if self.local:
+                return os.stat(meta).st_mtime_ns
+            info = self.fs.info(meta)
+        except INCOMPLETE:
+            return None
+        except (OSError, ValueError) as exc:
+            raise _unavailable(f"cube {_name(path)!r}", path, exc) from exc
+        return info.get("ETag"), info.get("LastModified"), info.get("size")
 
     def _complete(self, path: str) -> bool:
-        """Whether the store at ``path`` is a complete tamrl cube (its spec set and every tile finalized)."""
+        """Whether the store at ``path`` is a complete tamrl cube (its spec set and every tile finalized); a root
+        metadata file removed or half written since the listing is not complete."""
         try:
             attrs = json.loads(self.fs.cat_file(f"{path}/zarr.json")).get("attributes", {})
-        except (OSError, ValueError):
+        except (*INCOMPLETE, ValueError):
             return False
+        except OSError as exc:
+            raise _unavailable(f"cube {_name(path)!r}", path, exc) from exc
         return attrs.get("tamrl_complete") == 1 and "tamrl_spec" in attrs
+
+
+def _unavailable(what: str, path: str, exc: Exception) -> UnavailableError:
+    """Log a storage error with its cause and the path, and the error the client gets (which names no path)."""
+    log.error("cannot read %s at %s: %s: %s", what, path, type(exc).__name__, exc)
+    return UnavailableError(
+        f"{what} cannot be read ({type(exc).__name__}); the service's operator should check that it exists and that "
+        "the service may read it (the service log names the cause)"
+    )
+
+
+def _name(path: str) -> str:
+    """A cube's name: its store's name without ``.zarr``."""
+    return path.rsplit("/", 1)[-1].removesuffix(".zarr")
 
 
 def _names(cubes: list[OpenCube]) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from jobs import cli as jobs_cli
 from tamrl import cli as core_cli
-from tamrl.errors import ConfigError
+from tamrl.errors import ConfigError, validation_message
 
 NEGATIVE_VALUE = re.compile(r"-\.?\d")  # a value that starts like a negative number: -180,-60,180,80 or -33.5 or -.5
 
@@ -44,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         settings = Settings(**{key: value for key, value in options.items() if value is not None})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = validation_message(exc.errors(), "settings")
         raise ConfigError(f"invalid settings (options or TAMRL_* variables): {problems}") from exc
     print(f"serving {settings.cubes} on http://{args.host}:{args.port} (API documentation: /docs)")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)

@@ -7,6 +7,7 @@ version. Version 1 bundles (before fixed budgets and calibration) are upgraded o
 """
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,51 @@ def shipped_names() -> list[str]:
     return ["default", *sorted(p.stem for p in BUILTIN.glob("*.pt"))]
 
 
+@dataclass(frozen=True)
+class CheckpointMetadata:
+    """What a bundle says about itself, read without its weights: enough to check a job against it or describe it."""
+
+    path: str
+    sha256: str
+    schema_version: int
+    code_version: str
+    model: str
+    feature_set: str
+    features: dict[str, list[str]]  # dynamic and static feature names, in input order
+    members: int  # ensemble size
+    config: dict[str, Any]
+    inference: dict[str, Any]
+
+
 def load_bundle(name_or_path: str | Path) -> dict[str, Any]:
     """Load and check a bundle with ``weights_only=True`` (no code from the file is ever run)."""
     path = resolve(name_or_path)
+    bundle = _read(path, mmap=False)
+    bundle["path"] = str(path)
+    bundle["sha256"] = file_hash(path)
+    return bundle
+
+
+def read_metadata(name_or_path: str | Path) -> CheckpointMetadata:
+    """A bundle's metadata, checked as `load_bundle` checks it, without reading its weights.
+
+    The tensors are memory-mapped and never touched, so no member weights are read into memory: the service asks
+    this of every job request.
+    """
+    path = resolve(name_or_path)
+    bundle = _read(path, mmap=True)
+    return CheckpointMetadata(
+        path=str(path), sha256=file_hash(path), schema_version=bundle["schema_version"],
+        code_version=bundle["code_version"], model=bundle["model"], feature_set=bundle["feature_set"],
+        features=bundle["features"], members=len(bundle["members"]), config=bundle["config"],
+        inference=bundle["inference"],
+    )  # fmt: skip
+
+
+def _read(path: Path, mmap: bool) -> dict[str, Any]:
+    """The checked bundle at ``path`` (upgraded from version 1); with ``mmap`` its tensors are memory-mapped."""
     try:
-        bundle = torch.load(path, map_location="cpu", weights_only=True)
+        bundle = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable tamrl checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(bundle, dict) or "schema_version" not in bundle:
@@ -85,8 +126,6 @@ def load_bundle(name_or_path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in bundle]
     if missing:
         raise CheckpointError(f"{path} is incomplete: missing {', '.join(missing)}")
-    bundle["path"] = str(path)
-    bundle["sha256"] = file_hash(path)
     return bundle
 
 

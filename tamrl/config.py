@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tamrl.errors import ConfigError
+from tamrl.errors import ConfigError, validation_message
 from tamrl.features import FEATURE_SETS
 
 ModelName = Literal["tamrl", "tamlstm", "ctlstm", "xgboost"]
@@ -78,5 +78,4 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     try:
         return TrainConfig(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid run config: {problems}") from exc
+        raise ConfigError(f"invalid run config: {validation_message(exc.errors(), 'config')}") from exc

@@ -264,3 +264,21 @@ def require_columns(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], w
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"{where} lacks column(s) {', '.join(missing)}")
+
+
+def join_sites(frame: pd.DataFrame, sites: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` with ``columns`` (e.g. igbp, koppen) of each of its sites, from a ``sites`` table keyed by ``site``.
+
+    Evaluation summaries and plots group per-site skill by these classes, so a site the table lacks, or describes
+    twice differently, is a DataError rather than a row silently dropped or taken from the first description.
+    """
+    require_columns(sites, ("site", *columns), "sites")
+    if sites.empty:
+        raise DataError("sites is empty; nothing to evaluate")
+    table = sites.loc[:, ["site", *columns]].drop_duplicates()
+    if table["site"].duplicated().any():
+        raise DataError(f"sites describes some site twice with different {' or '.join(columns)}")
+    unknown = sorted(set(frame["site"]) - set(table["site"]))
+    if unknown:
+        raise DataError(f"sites lacks {len(unknown)} evaluated sites, e.g. {unknown[:5]}")
+    return frame.merge(table, on="site", how="left")

@@ -1,5 +1,10 @@
 """Domain errors: each message says what went wrong and what to do about it."""
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+REQUEST_PARTS = ("query", "body")  # where FastAPI says a request error lies: no part of the field's name
+
 
 class TamrlError(Exception):
     """Base of every error a user can fix; the CLI prints it as one line, the service maps it to a status."""
@@ -31,3 +36,22 @@ class TooLargeError(TamrlError):
 
 class AuthError(TamrlError):
     """A request lacks the credentials an operation needs."""
+
+
+class UnavailableError(TamrlError):
+    """Storage the service reads cannot be read now (a missing or unreadable folder, an unreachable bucket): the
+    operator's to fix, or to retry later; the log names the cause."""
+
+
+def validation_message(errors: Iterable[Mapping[str, Any]], whole: str) -> str:
+    """One line from pydantic's validation errors (``exc.errors()``): ``field: problem`` joined by '; '.
+
+    Errors about the object as a whole (an empty location) are named ``whole`` ("config", "request"); pydantic's
+    "Value error, " prefix and FastAPI's request parts (query, body) are left out, so the line reads as the user
+    wrote the input. Every layer that turns a pydantic ValidationError into a domain error or an answer words it so.
+    """
+    parts = []
+    for error in errors:
+        where = ".".join(str(part) for part in error["loc"] if part not in REQUEST_PARTS) or whole
+        parts.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 from tamrl import plots
-from tamrl.data import Site, require_columns
+from tamrl.data import Site, join_sites, require_columns
 from tamrl.errors import DataError
 from tamrl.features import TARGETS
 from tamrl.predict import Predictor
@@ -23,7 +23,6 @@ from tamrl.predict import Predictor
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("model", "site", "date", "target", "observed", "predicted", "p05", "p95", "nee_qc")
-SITE_COLUMNS = ("site", "igbp", "koppen")
 METRICS = ("rmse", "r2", "bias", "nmae")
 GROUPINGS = ("igbp", "koppen")
 KEYS = ["model", "site", "target"]
@@ -151,21 +150,9 @@ def coverage(predictions: pd.DataFrame, by: str | None = None, sites: pd.DataFra
     )
     keys = ["model", "target"] if by is None else ["model", "target", by]
     if by is not None:
-        days = _with_sites(days, sites)
+        days = join_sites(days, sites, GROUPINGS)
     out = days.groupby(keys).agg(n_days=("inside", "size"), coverage=("inside", "mean"), mean_width=("width", "mean"))
     return _sorted(out.reset_index(), keys)
-
-
-def _with_sites(metrics: pd.DataFrame, sites: pd.DataFrame) -> pd.DataFrame:
-    """Attach the IGBP class and Koppen group of each site; every evaluated site must be described."""
-    _require(sites, SITE_COLUMNS, "sites")
-    table = sites.loc[:, list(SITE_COLUMNS)].drop_duplicates()
-    if table["site"].duplicated().any():
-        raise DataError("sites describes some site twice with different igbp or koppen")
-    unknown = sorted(set(metrics["site"]) - set(table["site"]))
-    if unknown:
-        raise DataError(f"sites lacks {len(unknown)} evaluated sites, e.g. {unknown[:5]}")
-    return metrics.merge(table, on="site", how="left")
 
 
 def summarise(metrics: pd.DataFrame, sites: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
@@ -178,7 +165,7 @@ def summarise(metrics: pd.DataFrame, sites: pd.DataFrame, by: str | None = None)
     if by is not None and by not in GROUPINGS:
         raise DataError(f"cannot summarise by {by!r}; choose one of {list(GROUPINGS)} or None")
     keys = ["model", "target"] if by is None else ["model", "target", by]
-    frame = _with_sites(metrics, sites) if by else metrics
+    frame = join_sites(metrics, sites, GROUPINGS) if by else metrics
     grouped = frame.groupby(keys)
     stats = grouped[list(METRICS)].agg(["mean", "median"])
     stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]

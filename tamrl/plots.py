@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tamrl.data import join_sites
 from tamrl.errors import DataError
 from tamrl.features import TARGETS
 
@@ -35,18 +36,9 @@ def _target_rows(metrics: pd.DataFrame, target: str) -> pd.DataFrame:
     return rows
 
 
-def _with_igbp(metrics: pd.DataFrame, sites: pd.DataFrame) -> pd.DataFrame:
-    """Attach each site's IGBP class; every site in ``metrics`` must be in ``sites``."""
-    table = sites[["site", "igbp"]].drop_duplicates("site")
-    unknown = sorted(set(metrics["site"]) - set(table["site"]))
-    if unknown:
-        raise DataError(f"sites lacks {len(unknown)} evaluated sites, e.g. {unknown[:5]}")
-    return metrics.merge(table, on="site", how="left")
-
-
 def rmse_by_igbp(metrics: pd.DataFrame, sites: pd.DataFrame, target: str, path: str | Path) -> Path:
     """Grouped bars of mean site RMSE per IGBP class (x) and model (bars), n sites per class in the labels."""
-    rows = _with_igbp(_target_rows(metrics, target), sites)
+    rows = join_sites(_target_rows(metrics, target), sites, ("igbp",))
     means = rows.pivot_table(index="igbp", columns="model", values="rmse", aggfunc="mean")
     n_sites = rows.groupby("igbp")["site"].nunique()
     x = np.arange(len(means))
@@ -101,7 +93,7 @@ def relative_rmse_heatmap(
     others = metrics[metrics["model"] != reference]
     if ref.empty or others.empty:
         raise DataError(f"a heat map against {reference!r} needs that model and at least one other")
-    paired = _with_igbp(others.merge(ref, on=["site", "target"], suffixes=("", "_ref")), sites)
+    paired = join_sites(others.merge(ref, on=["site", "target"], suffixes=("", "_ref")), sites, ("igbp",))
     means = paired.groupby(["model", "target", "igbp"])[["rmse", "rmse_ref"]].mean()
     table = ((means["rmse"] - means["rmse_ref"]) / means["rmse_ref"] * 100).unstack(["target", "igbp"])
     table = table[sorted(table.columns, key=lambda c: (TARGETS.index(c[0]), c[1]))]

@@ -8,8 +8,10 @@ import pytest
 from conftest import FLUXNET
 from scipy.stats import wilcoxon
 
+from tamrl import plots
 from tamrl.checkpoint import load_bundle, save_bundle
 from tamrl.cli import main
+from tamrl.data import join_sites
 from tamrl.errors import DataError
 from tamrl.evaluate import coverage, paired_comparison, same_days, site_metrics, summarise, write_report
 
@@ -86,6 +88,22 @@ def test_summarise_mean_and_median_over_sites():
     assert by_igbp.loc["GRA", "rmse_median"] == pytest.approx(6.0)
     with pytest.raises(DataError, match="sites lacks"):
         summarise(metrics, SITES.iloc[:2], by="koppen")
+
+
+def test_site_classes_join_only_from_a_table_that_describes_every_site_once(tmp_path):
+    metrics = _metrics([("a", "S1", 1.0, 0.5), ("a", "S3", 6.0, 0.0)])
+    joined = join_sites(metrics, SITES, ("igbp",))
+    assert joined["igbp"].tolist() == ["ENF", "GRA"] and "koppen" not in joined
+    assert join_sites(metrics, SITES.drop(columns="koppen"), ("igbp",))["igbp"].tolist() == ["ENF", "GRA"]
+    twice = pd.concat([SITES, SITES.iloc[[0]].assign(igbp="GRA")])
+    with pytest.raises(DataError, match=r"sites describes some site twice with different igbp$"):
+        join_sites(metrics, twice, ("igbp",))
+    with pytest.raises(DataError, match="sites describes some site twice with different igbp or koppen"):
+        summarise(metrics, twice, by="igbp")
+    with pytest.raises(DataError, match=r"sites lacks 1 evaluated sites, e.g. \['S3'\]"):
+        plots.rmse_by_igbp(metrics, SITES.iloc[:2], "GPP", tmp_path / "rmse.png")
+    with pytest.raises(DataError, match=r"sites lacks column\(s\) koppen"):
+        summarise(metrics, SITES.drop(columns="koppen"), by="igbp")
 
 
 def test_paired_comparison_counts_wins():
