@@ -281,6 +281,19 @@ def test_a_local_cluster_gives_the_in_process_cube(cube, checkpoint, drivers, tm
         np.testing.assert_allclose(got[name].values, cube[0][name].values, rtol=1e-5, atol=1e-6)
 
 
+def test_a_job_of_one_tile_is_split_so_both_workers_compute_and_gives_the_same_cube(checkpoint, drivers, tmp_path):
+    one_tile = {"chunk": (None, 8, 8), "tile_chunks": 2}  # the 16 x 8 cells of GARDA in one 16 x 16 tile
+    alone = run(checkpoint, drivers, tmp_path / "alone.zarr", end="2020-03-10", **one_tile)
+    tile = Tile("t", slice(0, 16), slice(0, 16), slice(0, 16), slice(0, 16))
+    assert engine.parts([tile], slots=2) == 4  # 3 tasks per slot wanted; 256 cells allow 4 parts of 64
+    split = run(checkpoint, drivers, tmp_path / "split.zarr", end="2020-03-10", workers=2, **one_tile)
+    assert split.tiles_computed == 1 and split.slots == 2 and split.pixels_computed == alone.pixels_computed == 109
+    assert 0 < split.model_seconds < split.seconds * 2
+    a, b = xr.open_zarr(tmp_path / "alone.zarr"), xr.open_zarr(tmp_path / "split.zarr")
+    for name in VARIABLES:
+        np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-5, atol=1e-6)
+
+
 def test_land_cells_without_a_koppen_group_take_the_nearest_one_or_are_skipped(monkeypatch):
     tile = Tile("t", slice(1000, 1004), slice(4000, 4004), slice(0, 4), slice(0, 4))
     pad = compute.KOPPEN_SEARCH  # the Koppen window reaches this many cells beyond the tile
