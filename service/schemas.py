@@ -1,15 +1,13 @@
 """The service's request and response bodies, typed for validation and for a complete OpenAPI schema."""
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.request import JobRequest
+from jobs.request import BboxField, JobRequest
 
 EXAMPLE_BBOX = (7.5, 45.0, 10.0, 47.5)
-# a list rather than a tuple: OpenAPI tools read a plain array of 4 numbers more widely than prefixItems
-Bbox = Annotated[list[float], Field(min_length=4, max_length=4)]
 
 
 class Problem(BaseModel):
@@ -57,7 +55,7 @@ class CubeInfo(BaseModel):
     """A served cube: extent, period, variables and provenance."""
 
     name: str
-    bbox: Bbox = Field(description="(W, S, E, N) computed, in degrees")
+    bbox: BboxField = Field(description="(W, S, E, N) computed, in degrees")
     start: date
     end: date
     variables: list[str]
@@ -80,7 +78,7 @@ class RegionalResponse(BaseModel):
     """Area-weighted total (Tg C over the period) or mean (g C m-2 d-1) per variable over a bbox."""
 
     cube: str
-    bbox: Bbox
+    bbox: BboxField
     start: date
     end: date
     aggregate: Literal["total", "mean"]
