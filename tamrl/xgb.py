@@ -73,7 +73,8 @@ class XGBoostEnsemble:
             for target in TARGETS:
                 booster = xgb.Booster()
                 booster.load_model(bytearray(member[target].numpy().tobytes()))
-                booster.set_param({"nthread": cpu_threads()})
+                # the threads this process gives the model: in a Dask worker, its share of the host's cores
+                booster.set_param({"nthread": torch.get_num_threads()})
                 boosters[target] = booster
             self.members.append(boosters)
 
