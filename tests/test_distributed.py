@@ -18,6 +18,7 @@ import xarray as xr
 from conftest import GARDA, job_outcome, upscale_job
 from distributed import Client
 
+from jobs.engine import JobHooks
 from jobs.outputs import VARIABLES
 from service.cli import main
 
@@ -92,7 +93,7 @@ def test_a_worker_killed_mid_run_still_gives_the_complete_cube(cluster, local, c
 
     out = tmp_path / "killed.zarr"
     summary = upscale_job(checkpoint, drivers, GARDA, START, END, out, scheduler=address, progress=False,
-                             on_progress=kill_after_the_first_tile, **TILES)  # fmt: skip
+                          hooks=JobHooks(on_progress=kill_after_the_first_tile), **TILES)  # fmt: skip
     assert killed and workers[1].wait(10) == -signal.SIGKILL
     assert summary.tiles_computed == summary.tiles == 8
     got = xr.open_zarr(out).load()
