@@ -277,18 +277,17 @@ class Lease:
 
 
 @contextmanager
-def held(url: str, owner: str | None = None, storage_options: dict | None = None,
-         seconds: float = LEASE_SECONDS) -> Iterator[Lease]:  # fmt: skip
-    """Hold the lease on ``<url>.lock`` while the body runs, renewing it every ``seconds`` / 4 from a thread.
+def held(url: str, owner: str | None = None, storage_options: dict | None = None) -> Iterator[Lease]:
+    """Hold the lease on ``<url>.lock`` for LEASE_SECONDS while the body runs, renewing it every HEARTBEAT_SECONDS
+    from a thread, and release it at the end.
 
     ``owner``: the job id (a resumed job takes its own lock at once); None for a fresh one. ConflictError if
     another job holds it.
     """
-    lease = Lease(url, owner or uuid.uuid4().hex, storage_options, seconds)
+    lease = Lease(url, owner or uuid.uuid4().hex, storage_options, LEASE_SECONDS)
     lease.acquire()
     done = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(lease, done, seconds * HEARTBEAT_SECONDS / LEASE_SECONDS),
-                            name="tamrl-lease", daemon=True)  # fmt: skip
+    beat = threading.Thread(target=_heartbeat, args=(lease, done, HEARTBEAT_SECONDS), name="tamrl-lease", daemon=True)
     beat.start()
     try:
         yield lease
