@@ -21,13 +21,15 @@ def public_message(message: str, places: Mapping[str, str]) -> str:
     """``message`` with every place of ``places`` (server path or URL -> public name) named publicly, in each form
     it may take in a message (as given, without its protocol, made absolute), and any other path or URL hidden."""
     names = {form: name for place, name in places.items() if place for form in _forms(place)}
-    for form in sorted(names, key=len, reverse=True):  # longest first: a cube before the folder holding it
-        message = message.replace(form, names[form])
+    if names:  # one pass, longest first: a cube before the folder holding it, and no name replaced again
+        known = re.compile("|".join(map(re.escape, sorted(names, key=len, reverse=True))))
+        message = known.sub(lambda match: names[match.group()], message)
     return _PLACE.sub(SERVER_PATH, message)
 
 
 def _forms(place: str) -> set[str]:
-    """How a message may spell ``place``: as given, without its protocol (fsspec's paths), and made absolute."""
+    """How a message may spell ``place``: as given, without its protocol (fsspec's paths), and made absolute. Forms
+    without a '/' are left out: a bare word cannot be told from prose (and is no server path)."""
     protocol, path = fsspec.core.split_protocol(place)
-    forms = {place, path.rstrip("/")}
-    return forms | {os.path.abspath(place)} if protocol is None else forms
+    forms = {place, path.rstrip("/")} | ({os.path.abspath(place)} if protocol is None else set())
+    return {form for form in forms if "/" in form}
