@@ -178,7 +178,7 @@ class S3Object(StoreObject):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if not _precondition_failed(exc):
+            if exc.errno not in (errno.EBUSY, errno.EINVAL):  # s3fs's FileExpired, S3's PreconditionFailed
                 raise
             return self.read()  # changed between s3fs's HEAD and GET: read the new one
 

@@ -6,13 +6,11 @@ import json
 import os
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import xarray as xr
-from conftest import job_outcome, upscale_job
+from conftest import job_outcome, leftover, race, upscale_job
 from fastapi.testclient import TestClient
 
 from jobs import lock
@@ -24,15 +22,6 @@ from tamrl.errors import ConflictError
 
 BBOX, START, END = (10.4, 45.4, 10.8, 45.8), "2020-04-01", "2020-04-10"  # 8 x 8 cells
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part:UserWarning")
-
-
-def leftover(url: str, owner: str, host: str, pid: int, expires_in: float) -> None:
-    """The lock a job that died left at ``url``.lock: its lease ends ``expires_in`` seconds from now."""
-    now = datetime.now(UTC)
-    holder = {"owner": owner, "token": "a-dead-job", "host": host, "pid": pid, "since": (now - timedelta(minutes=5))
-              .isoformat(), "expires": (now + timedelta(seconds=expires_in)).isoformat()}  # fmt: skip
-    Path(url).parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{url}.lock").write_text(json.dumps(holder))
 
 
 def job(checkpoint, drivers, out: Path, **options):
@@ -105,21 +94,6 @@ def test_the_lease_is_renewed_and_a_job_whose_lease_was_taken_over_stops_without
     assert seen[1]["token"] == seen[2]["token"] and seen[2]["expires"] > seen[1]["expires"]  # renewed
     assert xr.open_zarr(out, consolidated=False).attrs["tamrl_complete"] == 0
     assert json.loads(Path(f"{out}.lock").read_text())["owner"] == "intruder"  # not deleted by the loser
-
-
-def race(url: str, storage_options: dict | None = None) -> list[str]:
-    """Eight jobs take the lock at ``url`` at once; the owners that got it."""
-
-    def take(i: int) -> str | None:
-        lease = Lease(url, f"job-{i}", storage_options)
-        try:
-            lease.acquire()
-        except ConflictError:
-            return None
-        return lease.me.owner
-
-    with ThreadPoolExecutor(8) as pool:
-        return [owner for owner in pool.map(take, range(8)) if owner]
 
 
 def test_of_many_jobs_racing_for_a_new_or_an_expired_lock_exactly_one_gets_it(tmp_path):

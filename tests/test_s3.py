@@ -2,20 +2,29 @@
 
 Credentials and the endpoint come from the usual AWS environment variables, as on a real deployment: the drivers
 are uploaded, a job reads them from ``s3://`` and writes its cube there, xarray opens the cube from ``s3://``, and
-the service serves ``/flux`` from a cubes folder in the bucket and runs a job into it.
+the service serves ``/flux`` from a cubes folder in the bucket and runs a job into it. The output lease works there
+by conditional writes; and a flaky, slow store (`Flaky`, in front of the same moto backend) is retried through, or
+fails the job cleanly with the cube incomplete.
 """
 
+import json
 import socket
+import threading
+import time
 
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import GARDA, job_outcome, upscale_job
+from conftest import GARDA, job_outcome, leftover, race, upscale_job
 from fastapi.testclient import TestClient
+from werkzeug.serving import make_server
 
+from jobs import compute
+from jobs.lock import Lease
 from jobs.outputs import VARIABLES
 from service.api import create_app
 from service.settings import Settings
+from tamrl.errors import ConflictError, DataError
 
 s3fs = pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -86,3 +95,112 @@ def test_the_service_serves_cubes_from_s3_and_runs_jobs_into_it(s3, checkpoint, 
         assert s3.exists(f"{BUCKET}/cubes/west.zarr/zarr.json")
         west = client.get("/flux", params={"lat": 45.5, "lon": 10.52, "cube": "west"}).json()
         assert len(west["time"]) == 11
+
+
+def test_the_output_lease_on_s3_is_taken_by_one_racing_job_and_refused_while_live(s3):
+    url = f"s3://{BUCKET}/cubes/leased.zarr"
+    winners = race(url)
+    assert len(winners) == 1 and json.loads(s3.cat_file(f"{BUCKET}/cubes/leased.zarr.lock"))["owner"] == winners[0]
+    with pytest.raises(ConflictError, match=f"frees {url}.lock when its lease ends"):
+        Lease(url, "job-x").acquire()
+    again = Lease(url, winners[0])  # the same job resumed elsewhere takes it at once
+    again.acquire()
+    again.release()
+    s3.invalidate_cache()
+    assert not s3.exists(f"{BUCKET}/cubes/leased.zarr.lock")
+    leftover(url, "job-dead", "other-host", 4242, expires_in=-1)
+    winners = race(url)  # an expired lease: again exactly one job takes it
+    assert len(winners) == 1 and json.loads(s3.cat_file(f"{BUCKET}/cubes/leased.zarr.lock"))["owner"] == winners[0]
+
+
+class Flaky:
+    """WSGI middleware in front of moto: every request waits ``delay`` s (a slow store), and the requests that
+    ``fails(method, path, seen)`` selects (``seen``: how many such requests came before) get ``status`` with an S3
+    error ``code``, as an overloaded store answers."""
+
+    def __init__(self, app, fails, status: str = "503 Slow Down", code: str = "SlowDown", delay: float = 0.0):
+        self.app, self.fails, self.status, self.code, self.delay = app, fails, status, code, delay
+        self.seen, self.failed, self.lock = 0, [], threading.Lock()
+
+    def __call__(self, environ, start_response):
+        time.sleep(self.delay)
+        method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
+        with self.lock:
+            fail = self.fails(method, path, self.seen)
+            self.seen += 1
+            if fail:
+                self.failed.append(f"{method} {path}")
+        if not fail:
+            return self.app(environ, start_response)
+        start_response(self.status, [("Content-Type", "application/xml")])
+        return [f"<Error><Code>{self.code}</Code><Message>injected fault</Message></Error>".encode()]
+
+
+@pytest.fixture()
+def flaky(s3, monkeypatch):
+    """Start a `Flaky` server on the same moto backend and point fsspec at it; yields a function that sets its
+    faults (and returns the middleware, which counts them)."""
+    port = free_port()
+    middleware = Flaky(moto_server.DomainDispatcherApplication(moto_server.create_backend_app), lambda *_: False)
+    server = make_server("127.0.0.1", port, middleware, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    s3fs.S3FileSystem.clear_instance_cache()
+    compute.cached_drivers.cache_clear()  # the drivers open again, through this server
+
+    def faults(fails, **options) -> Flaky:
+        middleware.fails = fails
+        for key, value in options.items():
+            setattr(middleware, key, value)
+        return middleware
+
+    yield faults
+    server.shutdown()
+    s3fs.S3FileSystem.clear_instance_cache()
+    compute.cached_drivers.cache_clear()
+
+
+def test_a_flaky_slow_store_is_retried_through_to_the_same_cube(flaky, checkpoint, reference):
+    store = flaky(lambda method, path, seen: seen % 7 == 6, delay=0.01)  # every 7th request: 503 SlowDown
+    url = f"s3://{BUCKET}/cubes/flaky.zarr"
+    summary = upscale_job(checkpoint, [f"s3://{BUCKET}/drivers.zarr"], GARDA, START, END, url, workers=0,
+                          chunk=(None, 4, 4), progress=False)  # fmt: skip
+    assert summary.tiles_computed == summary.tiles
+    assert len(store.failed) >= 20 and any(f.startswith("GET /tamrl-test/drivers.zarr/") for f in store.failed)
+    assert any(f.startswith("PUT") for f in store.failed)
+    cube = xr.open_zarr(url).load()
+    assert cube.attrs["tamrl_complete"] == 1
+    for name in VARIABLES:
+        np.testing.assert_array_equal(cube[name].values, reference[name].values)
+
+
+def test_a_store_that_keeps_failing_fails_the_job_cleanly_and_the_job_resumes(
+    flaky, s3, checkpoint, reference, monkeypatch
+):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")  # botocore's retries: 3 attempts, not 5, to keep the test short
+    url, key = f"s3://{BUCKET}/cubes/broken.zarr", f"/{BUCKET}/cubes/broken.zarr"
+    written = []
+
+    def after_the_first_tile(method: str, path: str, seen: int) -> bool:  # the first tile's 4 GPP chunks succeed
+        if method != "PUT" or not path.startswith(f"{key}/GPP/c/"):
+            return False
+        written.append(path)
+        return len(set(written)) > 4
+
+    store = flaky(after_the_first_tile, status="500 Internal Server Error", code="InternalError")
+    run = lambda: upscale_job(checkpoint, [f"s3://{BUCKET}/drivers.zarr"], GARDA, START, END, url, workers=0,  # noqa: E731
+                              chunk=(None, 4, 4), progress=False)  # fmt: skip
+    with pytest.raises(DataError, match=rf"cannot write the cube at {url} \(OSError: .*\); check that the location"):
+        run()
+    failed = [f for f in store.failed if f.startswith("PUT")]
+    assert len(failed) >= 3 and len(failed) > len(set(failed))  # each failing write was retried
+    s3.invalidate_cache()
+    assert json.loads(s3.cat_file(f"{BUCKET}/cubes/broken.zarr/zarr.json"))["attributes"]["tamrl_complete"] == 0
+    assert len(s3.find(f"{BUCKET}/cubes/broken.zarr/_ledger")) == 2  # the group's zarr.json and one tile
+    assert not s3.exists(f"{BUCKET}/cubes/broken.zarr.lock")
+    flaky(lambda *_: False)  # the store recovers: the job resumes from its finished tile
+    assert run().tiles_computed == 1
+    cube = xr.open_zarr(url).load()
+    assert cube.attrs["tamrl_complete"] == 1
+    for name in VARIABLES:
+        np.testing.assert_array_equal(cube[name].values, reference[name].values)
