@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -219,6 +220,7 @@ class Lease:
         self.me = Holder(owner=owner, token=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(),
                          since=_iso(datetime.now(UTC)), expires="")  # fmt: skip
         self.version: str | None = None  # of the lock object this job last wrote
+        self.renewed = time.monotonic()  # when it was last written
         self.lost: str | None = None  # what became of the lock, once a renewal found it was no longer this job's
 
     def acquire(self) -> None:
@@ -255,8 +257,8 @@ class Lease:
         """ConflictError if the lease was lost: the job must stop writing and never finalize the cube."""
         if self.lost is not None:
             raise ConflictError(
-                f"this job lost its lease: {self.lost} while the job was not renewing it; the job stopped and its "
-                "finished tiles are kept: run it again to resume once no other job writes the cube"
+                f"this job lost its lease ({self.lost}); it stopped and its finished tiles are kept: run it again "
+                "to resume once no other job writes the cube"
             )
 
     def release(self) -> None:
@@ -271,7 +273,7 @@ class Lease:
         body = json.dumps(asdict(self.me) | {"expires": expires}).encode()
         written = self.object.create(body) if version is None else self.object.replace(body, version)
         if written is not None:
-            self.version = written
+            self.version, self.renewed = written, time.monotonic()
             _HELD.add(self.me.token)
         return written is not None
 
@@ -299,12 +301,15 @@ def held(url: str, owner: str | None = None, storage_options: dict | None = None
 
 
 def _heartbeat(lease: Lease, done: threading.Event, every: float) -> None:
-    """Renew ``lease`` every ``every`` seconds until ``done``; a storage error skips one renewal (it is logged)."""
+    """Renew ``lease`` every ``every`` seconds until ``done``. A storage error skips a renewal (it is logged); once
+    none has succeeded for the lease's length, another job may have taken the lock, so the lease is lost."""
     while not done.wait(every) and lease.lost is None:
         try:
             lease.renew()
         except OSError:
             log.warning("could not renew the lease on %s; trying again in %.0f s", lease.name, every, exc_info=True)
+            if time.monotonic() - lease.renewed > lease.seconds:
+                lease.lost = f"{lease.name} could not be renewed for {lease.seconds:.0f} s (storage errors)"
 
 
 def _object(fs: fsspec.AbstractFileSystem, path: str) -> LocalObject | StoreObject:

@@ -89,7 +89,7 @@ def test_the_lease_is_renewed_and_a_job_whose_lease_was_taken_over_stops_without
             leftover(str(out), "intruder", "other-host", 99, expires_in=50)  # the job stalled; another took over
             time.sleep(0.3)
 
-    with pytest.raises(ConflictError, match=f"lost its lease: {out}.lock was taken over by job intruder"):
+    with pytest.raises(ConflictError, match=rf"lost its lease \({out}.lock was taken over by job intruder"):
         job(checkpoint, drivers, out, owner="job-1", tile_chunks=1, hooks=JobHooks(on_progress=intrude))
     assert seen[1]["token"] == seen[2]["token"] and seen[2]["expires"] > seen[1]["expires"]  # renewed
     assert xr.open_zarr(out, consolidated=False).attrs["tamrl_complete"] == 0
@@ -128,3 +128,18 @@ def test_a_service_job_blocked_by_another_host_s_lease_names_the_lock_without_se
     assert "another tamrl job (pid 4242 on other-host, job job-9" in record["error"]
     assert "is writing blocked.zarr;" in record["error"] and "frees blocked.zarr.lock when" in record["error"]
     assert str(tmp_path) not in record["error"] and "/" not in record["error"]
+
+
+def test_a_lease_that_storage_errors_keep_from_renewing_is_lost(tmp_path, monkeypatch):
+    monkeypatch.setattr(lock, "LEASE_SECONDS", 0.3)
+    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.05)
+    url = str(tmp_path / "cube.zarr")
+
+    def failing(self):
+        raise OSError(5, "Input/output error")
+
+    with held(url, "job-1") as lease:
+        monkeypatch.setattr(lock.LocalObject, "read", failing)
+        time.sleep(0.6)
+        with pytest.raises(ConflictError, match=rf"lost its lease \({url}.lock could not be renewed for 0 s"):
+            lease.check()
