@@ -57,6 +57,11 @@ class Holder:
     since: str  # ISO time it was taken
     expires: str  # ISO time its lease ends unless renewed
 
+    def __post_init__(self) -> None:
+        """ValueError for a lock object that is no lease (edited by hand, or not tamrl's)."""
+        if not isinstance(self.pid, int) or datetime.fromisoformat(self.expires).tzinfo is None:
+            raise ValueError(f"not a tamrl lease: pid {self.pid!r}, expires {self.expires!r}")
+
     def expired(self) -> bool:
         return datetime.fromisoformat(self.expires) <= datetime.now(UTC)
 
@@ -217,8 +222,9 @@ class Lease:
         self.name = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)  # for messages
         self.url, self.seconds = url, seconds
         self.object = _object(fs, path)
-        self.me = Holder(owner=owner, token=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(),
-                         since=_iso(datetime.now(UTC)), expires="")  # fmt: skip
+        now = _iso(datetime.now(UTC))
+        self.me = Holder(owner=owner, token=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(), since=now,
+                         expires=now)  # fmt: skip
         self.version: str | None = None  # of the lock object this job last wrote
         self.renewed = time.monotonic()  # when it was last written
         self.lost: str | None = None  # what became of the lock, once a renewal found it was no longer this job's

@@ -143,3 +143,13 @@ def test_a_lease_that_storage_errors_keep_from_renewing_is_lost(tmp_path, monkey
         time.sleep(0.6)
         with pytest.raises(ConflictError, match=rf"lost its lease \({url}.lock could not be renewed for 0 s"):
             lease.check()
+
+
+def test_a_lock_of_an_older_tamrl_or_not_a_lease_at_all_is_taken(tmp_path):
+    url = str(tmp_path / "cube.zarr")
+    for body in ('{"host": "old-host", "pid": 7, "since": "2026-11-20T10:00:00+00:00"}', "", "{not json"):
+        Path(f"{url}.lock").write_text(body)
+        lease = Lease(url, "job-1")
+        lease.acquire()
+        assert json.loads(Path(f"{url}.lock").read_text())["token"] == lease.me.token
+        lease.release()
