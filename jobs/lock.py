@@ -13,10 +13,10 @@ and otherwise gets ConflictError naming the lock file, its holder and when its l
 lock (create, renew, take over, release) is conditional on the version read before it: locally a hard link (atomic
 create) and an flock held while comparing and renaming; on s3 conditional writes (``If-None-Match: *`` to create,
 ``If-Match: <ETag>`` to renew, take over and delete), checked by reading the lock back. On other fsspec stores it is
-a check then a write (not atomic). A holder whose renewal finds another job's lock (its lease expired while it
-stalled, or its job was resumed elsewhere) marks its lease lost: `Lease.check` then raises, so the engine stops at the
-next tile boundary and never finalizes the cube. Lease expiry compares wall clocks: hosts sharing storage need clocks
-that agree to within seconds (NTP).
+a check, a write and a read back (not atomic). A holder whose renewal finds another job's lock (its lease expired
+while it stalled, or its job was resumed elsewhere) marks its lease lost: `Lease.check` then raises, so the engine
+stops at the next tile boundary and never finalizes the cube. Lease expiry compares wall clocks: hosts sharing
+storage need clocks that agree to within seconds (NTP).
 """
 
 import errno
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60.0  # a lease not renewed for this long has expired
 HEARTBEAT_SECONDS = 15.0  # the holder renews its lease this often
-_HELD: set[str] = set()  # tokens of the leases this process holds (a lock naming this very PID may be a past one's)
+_HELD: set[str] = set()  # tokens of the leases this process holds or takes (a lock naming this PID and another token
+# is a past process's)
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,10 @@ class StoreObject:
     def delete(self, version: str) -> None:
         found = self.read()
         if found is not None and found[1] == version:
-            self.fs.rm_file(self.path)
+            self._remove(version)
+
+    def _remove(self, version: str) -> None:
+        self.fs.rm_file(self.path)
 
     def _read_back(self, body: bytes) -> str | None:
         """The version now stored if it holds ``body``; None if another write overtook this one."""
@@ -194,8 +198,8 @@ class S3Object(StoreObject):
     def replace(self, body: bytes, version: str) -> str | None:
         return self._read_back(body) if self._call("put_object", Body=body, IfMatch=version) else None
 
-    def delete(self, version: str) -> None:
-        self._call("delete_object", IfMatch=version)
+    def _remove(self, version: str) -> None:
+        self._call("delete_object", IfMatch=version)  # a store without conditional deletes: the read before decides
 
     def _call(self, method: str, **arguments: object) -> bool:
         """Whether the conditional request was done (False: the lock is absent, or not at the version named)."""
@@ -231,6 +235,14 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lock (see the module's rules), or ConflictError naming the lock file and its holder."""
+        _HELD.add(self.me.token)  # before it is written: another thread here must not take it for a past process's
+        try:
+            self._take()
+        except BaseException:
+            _HELD.discard(self.me.token)
+            raise
+
+    def _take(self) -> None:
         for _ in range(3):  # the lock may change between reading it and taking it over
             if self._write(None):
                 return
@@ -268,8 +280,8 @@ class Lease:
             )
 
     def release(self) -> None:
-        """Delete the lock if it is still the one this job wrote."""
-        if self.version is not None:
+        """Delete the lock if it is still the one this job wrote (never once the lease was lost)."""
+        if self.version is not None and self.lost is None:
             self.object.delete(self.version)
         _HELD.discard(self.me.token)
 
@@ -280,7 +292,6 @@ class Lease:
         written = self.object.create(body) if version is None else self.object.replace(body, version)
         if written is not None:
             self.version, self.renewed = written, time.monotonic()
-            _HELD.add(self.me.token)
         return written is not None
 
 

@@ -3,8 +3,8 @@
 Credentials and the endpoint come from the usual AWS environment variables, as on a real deployment: the drivers
 are uploaded, a job reads them from ``s3://`` and writes its cube there, xarray opens the cube from ``s3://``, and
 the service serves ``/flux`` from a cubes folder in the bucket and runs a job into it. The output lease works there
-by conditional writes; and a flaky, slow store (`Flaky`, in front of the same moto backend) is retried through, or
-fails the job cleanly with the cube incomplete.
+by conditional writes; and a flaky, slow store (`Moto` faults) is retried through, or fails the job cleanly with the
+cube incomplete.
 """
 
 import json
@@ -40,24 +40,71 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Moto:
+    """WSGI middleware in front of moto's S3. Conditional writes (If-Match, If-None-Match) are evaluated one at a time,
+    as S3 does (moto checks the condition, then writes, so two racing writes could both pass). Faults: every request
+    waits ``delay`` s (a slow store), and the requests that ``fails(method, path, seen)`` selects (``seen``: how many
+    requests came before) get ``status`` with an S3 error ``code``, as an overloaded store answers."""
+
+    def __init__(self):
+        self.app = moto_server.DomainDispatcherApplication(moto_server.create_backend_app)
+        self.conditional, self.counting = threading.Lock(), threading.Lock()
+        self.faults(lambda *_: False)
+
+    def faults(self, fails, status: str = "503 Slow Down", code: str = "SlowDown", delay: float = 0.0) -> "Moto":
+        """Set the faults (and count them afresh in ``seen`` and ``failed``)."""
+        self.fails, self.status, self.code, self.delay = fails, status, code, delay
+        self.seen, self.failed = 0, []
+        return self
+
+    def __call__(self, environ, start_response):
+        time.sleep(self.delay)
+        method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
+        with self.counting:
+            fail = self.fails(method, path, self.seen)
+            self.seen += 1
+            if fail:
+                self.failed.append(f"{method} {path}")
+        if fail:
+            start_response(self.status, [("Content-Type", "application/xml")])
+            return [f"<Error><Code>{self.code}</Code><Message>injected fault</Message></Error>".encode()]
+        if method != "GET" and {"HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH"} & environ.keys():
+            with self.conditional:
+                return list(self.app(environ, start_response))
+        return self.app(environ, start_response)
+
+
 @pytest.fixture(scope="module")
-def s3(drivers):
-    """A moto S3 server with a bucket holding the drivers; the AWS variables point fsspec (s3fs) at it."""
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
+def moto():
+    """A `Moto` server on loopback; the AWS variables point fsspec (s3fs) at it."""
+    port, middleware = free_port(), Moto()
+    server = make_server("127.0.0.1", port, middleware, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
            "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
         s3fs.S3FileSystem.clear_instance_cache()
-        fs = s3fs.S3FileSystem()
-        fs.mkdir(BUCKET)
-        fs.put(drivers, f"{BUCKET}/drivers.zarr", recursive=True)
-        yield fs
+        yield middleware
         s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def s3(moto, drivers):
+    """The `moto` server with a bucket holding the drivers; an s3fs filesystem on it."""
+    fs = s3fs.S3FileSystem()
+    fs.mkdir(BUCKET)
+    fs.put(drivers, f"{BUCKET}/drivers.zarr", recursive=True)
+    return fs
+
+
+@pytest.fixture()
+def flaky(moto, s3):
+    """`Moto.faults` of the server, cleared after the test."""
+    yield moto.faults
+    moto.faults(lambda *_: False)
 
 
 @pytest.fixture(scope="module")
@@ -113,55 +160,9 @@ def test_the_output_lease_on_s3_is_taken_by_one_racing_job_and_refused_while_liv
     assert len(winners) == 1 and json.loads(s3.cat_file(f"{BUCKET}/cubes/leased.zarr.lock"))["owner"] == winners[0]
 
 
-class Flaky:
-    """WSGI middleware in front of moto: every request waits ``delay`` s (a slow store), and the requests that
-    ``fails(method, path, seen)`` selects (``seen``: how many such requests came before) get ``status`` with an S3
-    error ``code``, as an overloaded store answers."""
-
-    def __init__(self, app, fails, status: str = "503 Slow Down", code: str = "SlowDown", delay: float = 0.0):
-        self.app, self.fails, self.status, self.code, self.delay = app, fails, status, code, delay
-        self.seen, self.failed, self.lock = 0, [], threading.Lock()
-
-    def __call__(self, environ, start_response):
-        time.sleep(self.delay)
-        method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
-        with self.lock:
-            fail = self.fails(method, path, self.seen)
-            self.seen += 1
-            if fail:
-                self.failed.append(f"{method} {path}")
-        if not fail:
-            return self.app(environ, start_response)
-        start_response(self.status, [("Content-Type", "application/xml")])
-        return [f"<Error><Code>{self.code}</Code><Message>injected fault</Message></Error>".encode()]
-
-
-@pytest.fixture()
-def flaky(s3, monkeypatch):
-    """Start a `Flaky` server on the same moto backend and point fsspec at it; yields a function that sets its
-    faults (and returns the middleware, which counts them)."""
-    port = free_port()
-    middleware = Flaky(moto_server.DomainDispatcherApplication(moto_server.create_backend_app), lambda *_: False)
-    server = make_server("127.0.0.1", port, middleware, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    s3fs.S3FileSystem.clear_instance_cache()
-    compute.cached_drivers.cache_clear()  # the drivers open again, through this server
-
-    def faults(fails, **options) -> Flaky:
-        middleware.fails = fails
-        for key, value in options.items():
-            setattr(middleware, key, value)
-        return middleware
-
-    yield faults
-    server.shutdown()
-    s3fs.S3FileSystem.clear_instance_cache()
-    compute.cached_drivers.cache_clear()
-
-
 def test_a_flaky_slow_store_is_retried_through_to_the_same_cube(flaky, checkpoint, reference):
     store = flaky(lambda method, path, seen: seen % 7 == 6, delay=0.01)  # every 7th request: 503 SlowDown
+    compute.cached_drivers.cache_clear()  # the drivers are opened, and their metadata read, through the faults too
     url = f"s3://{BUCKET}/cubes/flaky.zarr"
     summary = upscale_job(checkpoint, [f"s3://{BUCKET}/drivers.zarr"], GARDA, START, END, url, workers=0,
                           chunk=(None, 4, 4), progress=False)  # fmt: skip
