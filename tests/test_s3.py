@@ -105,6 +105,7 @@ def flaky(moto, s3):
     """`Moto.faults` of the server, cleared after the test."""
     yield moto.faults
     moto.faults(lambda *_: False)
+    s3fs.S3FileSystem.clear_instance_cache()  # none made under the test's settings
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +162,7 @@ def test_the_output_lease_on_s3_is_taken_by_one_racing_job_and_refused_while_liv
 
 
 def test_a_flaky_slow_store_is_retried_through_to_the_same_cube(flaky, checkpoint, reference):
-    store = flaky(lambda method, path, seen: seen % 7 == 6, delay=0.01)  # every 7th request: 503 SlowDown
+    store = flaky(lambda method, path, seen: seen % 10 == 9, delay=0.01)  # every 10th request: 503 SlowDown
     compute.cached_drivers.cache_clear()  # the drivers are opened, and their metadata read, through the faults too
     url = f"s3://{BUCKET}/cubes/flaky.zarr"
     summary = upscale_job(checkpoint, [f"s3://{BUCKET}/drivers.zarr"], GARDA, START, END, url, workers=0,
@@ -179,6 +180,7 @@ def test_a_store_that_keeps_failing_fails_the_job_cleanly_and_the_job_resumes(
     flaky, s3, checkpoint, reference, monkeypatch
 ):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")  # botocore's retries: 3 attempts, not 5, to keep the test short
+    s3fs.S3FileSystem.clear_instance_cache()  # filesystems made from here on read it
     url, key = f"s3://{BUCKET}/cubes/broken.zarr", f"/{BUCKET}/cubes/broken.zarr"
     written = []
 
