@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 
-from distributed import Client, as_completed
+from distributed import Client, Future, as_completed
 from distributed.comm.core import CommClosedError
 from tqdm import tqdm
 
@@ -213,7 +213,7 @@ def _run(
                 client.cancel(futures)
 
 
-def _result(future, client: Client) -> tuple[int, float]:
+def _result(future: Future, client: Client) -> tuple[int, float]:
     """A write task's result; UnavailableError if the client lost its scheduler (Dask then cancels every task)."""
     try:
         return future.result()
