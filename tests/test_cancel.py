@@ -16,8 +16,9 @@ from service.api import create_app
 from service.settings import Settings
 from tamrl.errors import ConflictError
 
+# one tile
 BODY = {"bbox": [10.4, 45.4, 10.8, 45.8], "start": "2020-04-01", "end": "2020-04-10", "checkpoint": "tiny",
-        "support_years": [2019]}  # fmt: skip  one tile
+        "support_years": [2019]}  # fmt: skip
 POINT = {"lat": 45.5, "lon": 10.52}
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part:UserWarning")
 
