@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from tamrl.errors import ConflictError
+from tamrl.errors import ConflictError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +181,18 @@ class S3Object(StoreObject):
     """
 
     def read(self) -> tuple[bytes, str] | None:
-        self.fs.invalidate_cache(self.path)
-        try:
-            with self.fs.open(self.path, "rb") as f:  # s3fs reads with If-Match on the ETag it saw: body and ETag agree
-                return f.read(), f.details["ETag"]
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno not in (errno.EBUSY, errno.EINVAL):  # s3fs's FileExpired, S3's PreconditionFailed
-                raise
-            return self.read()  # changed between s3fs's HEAD and GET: read the new one
+        for _ in range(3):  # the object may change between s3fs's HEAD and its GET: then read the new one
+            self.fs.invalidate_cache(self.path)
+            try:
+                with self.fs.open(self.path, "rb") as f:  # s3fs's GET has If-Match on the HEAD's ETag: they agree
+                    return f.read(), f.details["ETag"]
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno not in (errno.EBUSY, errno.EINVAL):  # s3fs's FileExpired, S3's PreconditionFailed
+                    raise
+                changed = exc
+        raise changed
 
     def create(self, body: bytes) -> str | None:
         return self._read_back(body) if self._call("put_object", Body=body, IfNoneMatch="*") else None
@@ -301,10 +303,16 @@ def held(url: str, owner: str | None = None, storage_options: dict | None = None
     from a thread, and release it at the end.
 
     ``owner``: the job id (a resumed job takes its own lock at once); None for a fresh one. ConflictError if
-    another job holds it.
+    another job holds it; DataError if the store cannot be read or written.
     """
     lease = Lease(url, owner or uuid.uuid4().hex, storage_options, LEASE_SECONDS)
-    lease.acquire()
+    try:
+        lease.acquire()
+    except OSError as exc:
+        raise DataError(
+            f"cannot take the lock {lease.name} ({type(exc).__name__}: {exc}); check that the output location is "
+            "reachable and writable, then run the job again"
+        ) from exc
     done = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(lease, done, HEARTBEAT_SECONDS), name="tamrl-lease", daemon=True)
     beat.start()

@@ -18,7 +18,7 @@ from jobs.engine import JobHooks
 from jobs.lock import Lease, held
 from service.api import create_app
 from service.settings import Settings
-from tamrl.errors import ConflictError
+from tamrl.errors import ConflictError, DataError
 
 BBOX, START, END = (10.4, 45.4, 10.8, 45.8), "2020-04-01", "2020-04-10"  # 8 x 8 cells
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part:UserWarning")
@@ -153,3 +153,11 @@ def test_a_lock_of_an_older_tamrl_or_not_a_lease_at_all_is_taken(tmp_path):
         lease.acquire()
         assert json.loads(Path(f"{url}.lock").read_text())["token"] == lease.me.token
         lease.release()
+
+
+def test_a_lock_that_cannot_be_written_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    url = tmp_path / "file" / "cube.zarr"  # below a file: no folder can be made
+    with pytest.raises(DataError, match=rf"cannot take the lock {url}.lock \(\w+Error: .*\); check that the output"):
+        with held(str(url), "job-1"):
+            pass
