@@ -11,12 +11,12 @@ from typing import Any
 
 from pydantic import ValidationError, create_model
 
-from jobs.adapters import canonical, era5
+from jobs.adapters import canonical, era5, mod09cmg, mod09ga
 from jobs.adapters.base import AdapterOptions, Canonical, FileAdapter, GridAdapter
 from tamrl.errors import ConfigError, validation_message
 
 GRIDDED: dict[str, GridAdapter] = {"era5": era5.ADAPTER, "canonical": canonical.ADAPTER}
-DELIVERED: dict[str, FileAdapter] = {}
+DELIVERED: dict[str, FileAdapter] = {"mod09ga": mod09ga.ADAPTER, "mod09cmg": mod09cmg.ADAPTER}
 ADAPTERS: dict[str, GridAdapter | FileAdapter] = {**GRIDDED, **DELIVERED}
 
 # one field per adapter, holding that adapter's options: {"era5": {"accumulation": "hourly"}}; closed and frozen
