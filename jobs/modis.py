@@ -5,7 +5,8 @@
 - `mod09cmg_to_drivers` turns a MOD09CMG dataset (already on the 0.05 deg CMG grid) into the canonical daily
   drivers B01..B07 (0-1 reflectance) and CLEAR on `jobs.grid` coordinates, which `jobs.drivers` passes through.
 - `mod09ga_to_drivers` turns one day's MOD09GA sinusoidal tiles (500 m reflectance, 1 km state QA) into the same
-  drivers on the 0.05 deg cells they cover.
+  drivers on the 0.05 deg cells they cover; `mod09ga_tiles_to_drivers` does it for tiles read by any `TileLayers`
+  (the GeoTIFFs below, or the HDF4-EOS granules of `jobs.adapters.mod09ga`).
 
 MOD09GA files: one single-band GeoTIFF per layer and tile (as ``gdal_translate`` writes each HDF subdataset, or
 AppEEARS delivers them), holding the raw layer (int16 ``sur_refl_b01`` .. ``sur_refl_b07``, scale 1e-4,
