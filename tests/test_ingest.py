@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from pyhdf.SD import SD, SDC
 
 from jobs import grid
 from jobs.drivers import GridDrivers
@@ -93,8 +94,14 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     damaged.write_bytes(b"not an HDF4 file")
     stray = tmp_path / "notes.txt"
     stray.write_text("")
+    bare = tmp_path / "bare" / GA_183.name  # a granule's name, but no StructMetadata.0 and only one SDS
+    bare.parent.mkdir()
+    sd = SD(str(bare), SDC.WRITE | SDC.CREATE)
+    sd.create("sur_refl_b01_1", SDC.INT16, (2, 2)).endaccess()
+    sd.end()
     cases = [
         ([damaged], [], "cannot read .* as HDF4"),
+        ([bare], [], "has no StructMetadata.0 attribute: it is not an HDF-EOS grid granule"),
         ([stray], [], "is not a MODIS file tamrl reads"),
         ([GA_182, CMG], [], "the files are of mod09ga and mod09cmg; ingest one product"),
         ([GA_182], ["--options", '{"mod09ga": {"qc": false}}'], "mod09ga.qc: Extra inputs are not permitted"),
