@@ -34,10 +34,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
     from pydantic import ValidationError
 
     from service.api import create_app
+    from service.server import serve
     from service.settings import Settings
 
     options = {"cubes": args.cubes, "drivers": args.drivers, "scheduler": args.scheduler, "workers": args.workers}
@@ -47,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         problems = validation_message(exc.errors(), "settings")
         raise ConfigError(f"invalid settings (options or TAMRL_* variables): {problems}") from exc
     print(f"serving {settings.cubes} on http://{args.host}:{args.port} (API documentation: /docs)")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+    serve(create_app(settings), settings, args.host, args.port)
 
 
 def attach_negative_values(argv: Sequence[str]) -> list[str]:
