@@ -60,6 +60,7 @@ ERROR_STATUS: dict[type[TamrlError], int] = {
     BusyError: 503,
     UnavailableError: 503,
 }
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 ROUTERS = (cubes.router, flux.router, jobs.router)  # in the order their paths appear in the OpenAPI document
 
 
@@ -149,7 +150,8 @@ def _needs_token(request: Request) -> bool:
 
 
 def _allowed(request: Request) -> list[str]:
-    """The methods of every route matching the request's path."""
-    scope = {**request.scope, "method": ""}
-    routes = [r for r in request.app.routes if isinstance(r, APIRoute) and r.matches(scope)[0] != Match.NONE]
-    return sorted({method for route in routes for method in route.methods})
+    """The methods some route answers at the request's path."""
+    return [
+        method for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.routes)
+    ]  # fmt: skip

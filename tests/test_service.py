@@ -243,7 +243,8 @@ def test_a_job_whose_drivers_fall_short_is_refused_with_the_reason(client, cubes
     late = JOB | {"output": "late", "start": "2021-01-01", "end": "2021-01-02"}
     refused = client.post("/upscale", json=late)
     assert refused.status_code == 422 and "do not cover" in refused.json()["detail"]
-    assert str(cubes) not in refused.json()["detail"] and "late" not in [j["output"] for j in client.get("/jobs").json()]
+    assert str(cubes) not in refused.json()["detail"]
+    assert "late" not in [job["output"] for job in client.get("/jobs").json()]
 
 
 def test_another_request_onto_an_output_being_written_is_a_conflict(client):
