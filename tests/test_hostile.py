@@ -23,7 +23,7 @@ import psutil
 import pytest
 import xarray as xr
 import yaml
-from conftest import GARDA, upscale_job
+from conftest import GARDA, served_cubes, upscale_job
 from fastapi.testclient import TestClient
 
 from jobs import grid
@@ -49,10 +49,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is current
 
 @pytest.fixture(scope="module")
 def cubes(checkpoint, drivers, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cubes")
-    upscale_job(checkpoint, drivers, GARDA, START, END, root / "garda.zarr", workers=0, chunk=(None, 4, 4),
-                progress=False)  # fmt: skip
-    return root
+    return served_cubes(tmp_path_factory.mktemp("cubes"), checkpoint, drivers, START, END)
 
 
 def settings(cubes: Path, checkpoint, drivers, tmp_path: Path, **kw) -> Settings:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import schemathesis
 import xarray as xr
-from conftest import GARDA, job_outcome, upscale_job
+from conftest import GARDA, job_outcome, served_cubes, upscale_job
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance, use_after_free
@@ -39,10 +39,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is current
 
 @pytest.fixture(scope="module")
 def cubes(checkpoint, drivers, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cubes")
-    upscale_job(checkpoint, drivers, GARDA, START, END, root / "garda.zarr", workers=0, chunk=(None, 4, 4),
-                   progress=False)  # fmt: skip
-    return root
+    return served_cubes(tmp_path_factory.mktemp("cubes"), checkpoint, drivers, START, END)
 
 
 def service(cubes: Path, checkpoint, drivers, **kw) -> Settings:
