@@ -21,8 +21,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="the HTTP API: point, bbox and map queries on cubes, and upscaling jobs",
         description="Serve the complete cubes in --cubes over HTTP and run upscaling jobs into that folder. The "
         "options but --host and --port can also be set by environment variables TAMRL_<OPTION> (TAMRL_CUBES, "
-        "TAMRL_DRIVERS as a JSON list, ...), as can the limits and TAMRL_TOKEN, the bearer token that submitting and "
-        "deleting jobs then need (see docs/API.md). The API is documented at /docs.",
+        "TAMRL_DRIVERS as a JSON list, ...), as can the limits and TAMRL_TOKEN, the bearer token that every job "
+        "endpoint then needs (see docs/API.md). The API is documented at /docs.",
     )  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")

@@ -117,14 +117,16 @@ def flux_bbox(settings: SettingsDep, catalog: CatalogDep, admission: AdmissionDe
     source = catalog.get(subset.attrs["tamrl_cube"])
     with admission.admit(dataset_cost(subset), f"a bbox {query.aggregate or 'subset'}"):
         if query.aggregate:
-            return _named(_regional_answer(subset, source, box, names, query.aggregate), source)
-        if query.format == "netcdf":
-            return _named(Response(
+            response = _regional_answer(subset, source, box, names, query.aggregate)
+        elif query.format == "netcdf":
+            response = Response(
                 _netcdf(subset),
                 media_type="application/x-netcdf",
                 headers={"Content-Disposition": f'attachment; filename="{source.name}_subset.nc"'},
-            ), source)  # fmt: skip
-        return _named(_subset_answer(subset, source, names), source)
+            )
+        else:
+            response = _subset_answer(subset, source, names)
+    return _named(response, source)
 
 
 @router.get(
