@@ -37,6 +37,7 @@ class JobState(StrEnum):
 LIVE = (JobState.accepted, JobState.running)
 ENDED = (JobState.successful, JobState.failed, JobState.dismissed)
 QUOTA_RETRY_S = 60  # what a 429 for too many live jobs asks a client to wait
+INTERNAL_COLUMNS = ("request_key", "client")  # kept in the table, not in a JobRecord
 OLD_SERVER_FIELDS = ("output", "out", "checkpoint_path")  # in the requests that tamrl 0.x stored: dropped on reading
 
 _SCHEMA = """
@@ -97,7 +98,7 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
-            _add_client_column(db)
+            _add_column(db, "client", "TEXT NOT NULL DEFAULT ''")  # who submitted a job, for quotas
         self._refresh_live()
 
     def live_outputs(self) -> frozenset[str]:
@@ -235,10 +236,10 @@ class JobStore:
             db.close()
 
 
-def _add_client_column(db: sqlite3.Connection) -> None:
-    """The ``client`` column (who submitted a job), added to a table from before quotas."""
-    if "client" not in {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}:
-        db.execute("ALTER TABLE jobs ADD COLUMN client TEXT NOT NULL DEFAULT ''")
+def _add_column(db: sqlite3.Connection, name: str, definition: str) -> None:
+    """Add column ``name`` to the job table of a file written before it existed."""
+    if name not in {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}:
+        db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
 
 def _check_quota(db: sqlite3.Connection, client: str, quota: Quota) -> None:
@@ -255,9 +256,7 @@ def _check_quota(db: sqlite3.Connection, client: str, quota: Quota) -> None:
 
 
 def _record(row: sqlite3.Row) -> JobRecord:
-    values = dict(row)
-    values.pop("request_key")
-    values.pop("client")
+    values = {k: v for k, v in dict(row).items() if k not in INTERNAL_COLUMNS}
     request = {k: v for k, v in json.loads(values["request"]).items() if k not in OLD_SERVER_FIELDS}
     return JobRecord(**{**values, "request": JobRequest(**request), "state": JobState(values["state"])})
 
