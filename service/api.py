@@ -101,7 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start the job runner (resuming jobs a stopped service left running) and close it on shutdown."""
+    """Delete expired job records, start the job runner (resuming jobs a stopped service left running), and close it
+    on shutdown."""
+    app.state.store.expire(app.state.settings.job_retention_days)
     app.state.runner.start()
     yield
     app.state.runner.close()

@@ -281,6 +281,10 @@ def test_finished_records_expire(held):
     assert held.post("/upscale", json=JOB | {"output": "new"}, headers=AUTH).status_code == 202  # expires at submission
     assert held.get(f"/jobs/{old}", headers=AUTH).status_code == 404
     assert held.get(f"/jobs/{recent}", headers=AUTH).json()["state"] == "failed"  # ended under a day ago: kept
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE jobs SET finished = '2000-01-01T00:00:00+00:00' WHERE id = ?", (recent,))
+    with TestClient(create_app(held.app.state.settings)) as restarted:  # expires when the service starts
+        assert restarted.get(f"/jobs/{recent}", headers=AUTH).status_code == 404
 
 
 def test_malformed_json_without_the_token_gets_401_and_405_lists_every_method(held):

@@ -5,7 +5,7 @@ clients asked for.
 A job is checked at submission as the engine will check it (`jobs.prepare.prepare_job`: the checkpoint, the drivers'
 record against the period, its spin-up and the support years, the cells), so a job that cannot run gets 422 at once
 rather than 202 and a failure. Live jobs are bounded in total and per client (429), and records of jobs that ended
-over ``job_retention_days`` ago are deleted at each submission.
+over ``job_retention_days`` ago are deleted at each submission (and when the service starts).
 """
 
 from functools import lru_cache
