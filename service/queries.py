@@ -26,6 +26,7 @@ from tamrl.errors import ConflictError, DataError, NotFoundError, TooLargeError
 from tamrl.features import TARGET_UNITS
 
 AGGREGATES = ("total", "mean")
+TIME_BLOCK = 92  # days a regional aggregate reads at once (a time chunk of the cubes jobs write)
 G_PER_TG = 1e12
 SERVER_ATTRS = ("drivers",)  # cube attributes that name paths on the server: never served
 
@@ -175,27 +176,27 @@ def regional(subset: xr.Dataset, variables: list[str], how: str) -> dict[str, di
     """Area-weighted ``total`` (Tg C over the period) or ``mean`` (g C m-2 d-1 over land cells and days).
 
     Cell areas are exact on the sphere (`jobs.grid.cell_area_m2`); cells without values (water, ice) count
-    neither in the total nor in the mean's area.
+    neither in the total nor in the mean's area. Values are read TIME_BLOCK days at a time, so a year's total over a
+    large bbox holds a season of one variable in memory, not the year of all three.
     """
     if how not in AGGREGATES:
         raise DataError(f"unknown aggregate {how!r}; choose from {', '.join(AGGREGATES)}")
     area = xr.DataArray(grid.cell_area_m2(subset.lat.values), dims="lat", coords={"lat": subset.lat})
     land = subset.land_mask == 1
-    land_area = float((area * land).sum())
+    land_area, days = float((area * land).sum()), subset.sizes["time"]
     out = {}
     for name in variables:
-        values = subset[name].where(land).load()
-        daily_g = (values * area).sum(("lat", "lon"))  # g C per day over the bbox
-        total = float(daily_g.sum()) / G_PER_TG
+        blocks = (subset[name].isel(time=slice(t, t + TIME_BLOCK)) for t in range(0, days, TIME_BLOCK))
+        total = sum(float((block.where(land) * area).sum()) for block in blocks) / G_PER_TG  # g C -> Tg C
         if how == "total":
             out[name] = {"value": total, "units": "Tg C", "description": f"{name} summed over the period"}
         else:
-            mean = total * G_PER_TG / land_area / values.sizes["time"] if land_area else None  # no land: no mean
+            mean = total * G_PER_TG / land_area / days if land_area else None  # no land: no mean
             out[name] = {"value": mean, "units": f"{TARGET_UNITS}", "description": f"area-weighted mean daily {name}"}
     return {
         "land_area_km2": land_area / 1e6,
         "land_cells": int(land.sum()),
-        "days": int(subset.sizes["time"]),
+        "days": int(days),
         "variables": out,
     }
 

@@ -27,6 +27,7 @@ from schemathesis.generation.meta import ParameterLocation
 
 from jobs import engine, grid
 from jobs.records import JobStore
+from service import queries
 from service.api import create_app
 from service.schemas import UpscaleRequest
 from service.settings import Settings
@@ -154,6 +155,15 @@ def test_bbox_total_and_mean_are_area_weighted(client, garda):
     gpp = mean["variables"]["GPP"]["value"]
     assert gpp == pytest.approx(total["variables"]["GPP"]["value"] * 1e12 / (total["land_area_km2"] * 1e6) / 60)
     assert float(np.nanmin(garda.GPP.values)) <= gpp <= float(np.nanmax(garda.GPP.values))
+
+
+def test_totals_read_in_time_blocks_equal_the_whole_period_at_once(client, monkeypatch):
+    params = {"bbox": ",".join(map(str, GARDA)), "aggregate": "total", "cube": "garda"}
+    whole = client.get("/flux/bbox", params=params).json()  # 60 days: one block
+    monkeypatch.setattr(queries, "TIME_BLOCK", 7)  # 9 blocks, the last of 4 days
+    blocks = client.get("/flux/bbox", params=params).json()
+    for name in ("GPP", "RECO", "NEE"):
+        assert blocks["variables"][name]["value"] == pytest.approx(whole["variables"][name]["value"], rel=1e-12)
 
 
 @pytest.mark.parametrize(
