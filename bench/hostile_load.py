@@ -2,7 +2,7 @@
 
 Starts ``tamrl serve`` over the demo cube (run ``tamrl demo`` first) and sends ROUNDS rounds of 16 concurrent
 ``GET /flux/bbox?bbox=5,42.5,15,52.5&aggregate=total`` (every cell and day: 43.8 million values each), then the same
-with the value budget so large that every request is admitted at once (the service before admission control).
+with the value budget so large that every request is admitted at once.
 Prints the answers, their latency, and the server's RSS before and at its peak (sampled every 50 ms). Pass: only
 200 and 503 (with Retry-After), no request over 60 s, and the peak under the ceiling of docs/RELIABILITY.md.
 
@@ -77,7 +77,7 @@ def main() -> None:
     print(f"{args.rounds} rounds of {CONCURRENT} concurrent {WORST}")
     print("admission control (the defaults):")
     measure(args.demo, args.rounds, {})
-    print("every request admitted at once (as before admission control):")
+    print("every request admitted at once:")
     measure(args.demo, args.rounds, UNLIMITED)
 
 
