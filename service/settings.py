@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     )
     max_concurrent_values: int = Field(
         100_000_000, gt=0, description="cube values (cells x days x variables) all requests together read at once; a "
-        "request that does not fit waits up to admission_wait_s, then gets 503 with Retry-After (at most 15 bytes of "
+        "request that does not fit waits up to admission_wait_s, then gets 503 with Retry-After (at most 18 bytes of "
         "memory per value, docs/RELIABILITY.md)"
     )  # fmt: skip
     admission_wait_s: float = Field(2.0, ge=0, le=60, description="how long a request waits for the value budget")
