@@ -69,7 +69,3 @@ def check_token(settings: Settings, authorization: str | None) -> None:
         raise AuthError("the job endpoints (submitting, listing, reading and deleting jobs) need the header "
                         "'Authorization: Bearer <token>'")  # fmt: skip
 
-
-def client_address(request: Request) -> str:
-    """The address the request came from (a proxy's, behind one): whose share a job or a request counts against."""
-    return request.client.host if request.client else ""

@@ -71,6 +71,12 @@ async def _nothing() -> Message:
     return {"type": "http.disconnect"}
 
 
+def client_address(scope: Scope) -> str:
+    """The address a request came from (a proxy's, behind one): whose share a request or a job counts against."""
+    client = scope.get("client")
+    return client[0] if client else ""
+
+
 class RateLimit:
     """429 for a client address past ``per_minute`` requests a minute (a token bucket per address, refilled
     continuously, so a burst of ``per_minute`` is allowed once a minute)."""
@@ -83,7 +89,7 @@ class RateLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        wait = self._take(scope["client"][0] if scope.get("client") else "")
+        wait = self._take(client_address(scope))
         if wait:
             error = QuotaError(f"over {self.per_minute} requests a minute from this address; retry in {wait} s", wait)
             return await self.answer(error)(scope, receive, send)

@@ -18,7 +18,8 @@ from jobs.prepare import prepare_job
 from jobs.records import JobRecord, JobState, Quota
 from jobs.request import JobRequest, Resources
 from jobs.runner import RunnerConfig, resolve_output
-from service.dependencies import CatalogDep, RunnerDep, SettingsDep, StoreDep, authorised, client_address
+from service.dependencies import CatalogDep, RunnerDep, SettingsDep, StoreDep, authorised
+from service.limits import client_address
 from service.routes import PROBLEMS
 from service.schemas import JobInfo, Progress, UpscaleRequest
 from tamrl.checkpoint import read_metadata
@@ -50,7 +51,7 @@ def submit(body: UpscaleRequest, request: Request, response: Response, settings:
     _check_runs(job, runner.config)
     store.expire(settings.job_retention_days)
     quota = Quota(settings.max_live_jobs, settings.max_live_jobs_per_client)
-    record, created = store.submit(job, name, catalog.fs.exists(out), client_address(request), quota)
+    record, created = store.submit(job, name, catalog.fs.exists(out), client_address(request.scope), quota)
     if created:
         runner.submit(record)
     response.headers["Location"] = f"/jobs/{record.id}"
