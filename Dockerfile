@@ -1,7 +1,7 @@
 # tamrl CPU image: the HTTP API by default, or a Dask scheduler or worker of the upscaling engine (docs/DEPLOY.md).
 #
 #   docker build -t tamrl:0.1.0 .
-#   docker run -p 8000:8000 -v tamrl-cubes:/data/cubes tamrl:0.1.0                    # API on :8000
+#   docker run -p 127.0.0.1:8000:8000 -v tamrl-cubes:/data/cubes tamrl:0.1.0          # API on loopback :8000
 #   docker run tamrl:0.1.0 dask scheduler                                             # scheduler on :8786
 #   docker run tamrl:0.1.0 dask worker tcp://scheduler:8786 --nthreads 1 --nworkers 4  # one process per core
 #
@@ -45,4 +45,6 @@ EXPOSE 8000 8786 8787
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/cubes', timeout=8)"]
 
+# 0.0.0.0 inside the container, so that a published port reaches it; publish it on loopback (-p 127.0.0.1:8000:8000)
+# or behind a TLS proxy, and set TAMRL_TOKEN (docs/DEPLOY.md, "Exposure").
 CMD ["tamrl", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -43,8 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="tamrl-load-"))
     shutil.copytree(args.demo / "demo.zarr", folder / "demo.zarr")
+    # the job's cube overlaps the demo cube: queries keep to the default cube (else 409 once the job is done)
     server, port = start_server(["--cubes", str(folder), "--drivers", str(args.demo.resolve() / "drivers.zarr"),
-                                 "--workers", "1"])  # fmt: skip
+                                 "--workers", "1"], {"TAMRL_DEFAULT_CUBE": "demo"})  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         rng = np.random.default_rng(1)

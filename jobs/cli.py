@@ -4,6 +4,7 @@ Heavy modules (torch, xarray, dask) are imported only when a command runs, so ``
 """
 
 import argparse
+import json
 import shutil
 import warnings
 from datetime import date, timedelta
@@ -81,6 +82,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     core_cli.add_precision(p, DEMO_PRECISION)
     p.set_defaults(func=cmd_demo)
 
+    p = subparsers.add_parser(
+        "ingest", help="MODIS files as delivered (MOD09GA/MOD09CMG .hdf, AppEEARS GeoTIFFs) into a drivers store",
+        description="Turn MODIS surface reflectance files, as LP DAAC, earthaccess or AppEEARS deliver them, into "
+        "the canonical daily drivers store (B01..B07 and CLEAR on the 0.05 deg cells of --bbox) that `tamrl upscale "
+        "--drivers` reads. See docs/DRIVERS.md.",
+    )  # fmt: skip
+    p.add_argument("files", nargs="+", metavar="FILE", help="MOD09GA or MOD09CMG files, or folders holding them")
+    p.add_argument("--bbox", required=True, metavar="W,S,E,N", help="cells to write, in degrees, e.g. 5,42.5,15,52.5")
+    p.add_argument("--out", required=True, type=Path, help="the new Zarr store to write (a local path)")
+    p.add_argument("--options", metavar="JSON", help='adapter options, e.g. \'{"mod09ga": {"qc_500m": false}}\'')
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_ingest)
+
 
 def cmd_upscale(args: argparse.Namespace) -> None:
     from jobs.cluster import cores
@@ -117,6 +131,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
     resources = Resources(drivers=(str(drivers),), out=str(cube), tile_chunks=DEMO_TILE_CHUNKS)
     print(upscale(request, resources, workers=args.workers))
     print(f"open it with:\n  python -c \"import xarray as xr; print(xr.open_zarr('{cube}'))\"")
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from jobs.ingest import ingest
+
+    try:
+        options = json.loads(args.options) if args.options else None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--options {args.options!r} is not JSON ({exc.msg}); e.g. '{{\"mod09ga\": {{}}}}'") from exc
+    print(ingest(args.files, args.out, _numbers(args.bbox, "--bbox", float, 4), options, progress=not args.quiet))
 
 
 def demo_drivers(path: Path, start: str, end: str) -> Path:

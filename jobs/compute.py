@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import ndimage
 
 from jobs import grid, static
+from jobs.adapters.base import AdapterOptions
 from jobs.drivers import GridDrivers
 from jobs.grid import Bbox
 from jobs.outputs import OUTPUTS
@@ -54,7 +55,7 @@ class TileJob:
     precision: str  # tamrl.predict.PRECISIONS
     device: str  # cpu, cuda or auto (a GPU where the worker has one)
     drivers: tuple[str, ...]  # URLs, readable on every worker
-    accumulations: tuple[str, ...]  # resolved ssrd conventions, one per driver grid (`GridDrivers.accumulations`)
+    driver_options: tuple[AdapterOptions, ...]  # the adapters' options as used, per driver grid (`GridDrivers.options`)
     bbox: Bbox
     start: date
     end: date
@@ -148,7 +149,7 @@ def part_features(
     r0, c0 = int(ii.min()), int(jj.min())
     rows = slice(tile.rows.start + r0, tile.rows.start + int(ii.max()) + 1)
     cols = slice(tile.cols.start + c0, tile.cols.start + int(jj.max()) + 1)
-    blocks = cached_drivers(job.drivers, job.accumulations).read(rows, cols, days, fs.required)
+    blocks = cached_drivers(job.drivers, job.driver_options).read(rows, cols, days, fs.required)
     series = {name: block[:, ii - r0, jj - c0] for name, block in blocks.items()}  # (days, pixels)
     del blocks  # the whole window's blocks: free them before the features are built
     _check_gaps(series, days, tile)
@@ -190,9 +191,9 @@ def cached_predictor(
 
 
 @lru_cache(maxsize=4)
-def cached_drivers(urls: tuple[str, ...], accumulations: tuple[str, ...]) -> GridDrivers:
+def cached_drivers(urls: tuple[str, ...], options: tuple[AdapterOptions, ...]) -> GridDrivers:
     """The drivers, opened (lazily) once per process."""
-    return GridDrivers(urls, accumulations)
+    return GridDrivers(urls, options)
 
 
 def _dynamic(fs: FeatureSet, series: dict[str, np.ndarray], days: pd.DatetimeIndex, dates: pd.DatetimeIndex):

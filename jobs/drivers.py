@@ -2,11 +2,12 @@
 
 `GridDrivers` opens one or more driver URLs (NetCDF files or Zarr stores, local or fsspec) through
 `jobs.era5.open_drivers`, groups them by grid, and turns each group into the canonical daily variables of
-`tamrl.features` (TA, SW_IN, VPD, B01..B07, CLEAR):
+`tamrl.features` (TA, SW_IN, VPD, B01..B07, CLEAR) with the gridded adapters of `jobs.adapters` that recognise it:
 
 - ERA5 / ERA5-Land fields (t2m, d2m, ssrd or a mean short-wave flux), hourly or daily, go through
   `jobs.era5.daily_drivers` (which drops a partial first or last day of an hourly record: `GridDrivers.notes`);
-- canonical daily variables already in a dataset (a pre-processed store, the synthetic reflectance) pass through.
+- canonical daily variables already in a dataset (a pre-processed store, one `tamrl ingest` wrote, the synthetic
+  reflectance) pass through.
 
 A variable that several groups supply is taken from the first URL that has it. Everything stays lazy (dask) until
 `GridDrivers.read` loads one tile's window. Meteorology on a coarser grid (ERA5 0.25 deg, ERA5-Land 0.1 deg) is
@@ -15,8 +16,9 @@ coast of ERA5-Land); reflectance and CLEAR are taken at the cell (nearest value)
 already on the 0.05 deg grid are selected exactly.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dask
 import numpy as np
@@ -24,18 +26,12 @@ import pandas as pd
 import xarray as xr
 
 from jobs import grid
-from jobs.era5 import MEAN_FLUXES, daily_drivers, open_drivers
+from jobs.adapters import GRIDDED, driver_options
+from jobs.adapters.base import AdapterOptions
+from jobs.era5 import open_drivers
 from tamrl.errors import DataError
 from tamrl.features import DRIVER_UNITS, MET
 
-# accepted spellings of the canonical meteorology's units (compared without spaces, '**', '^' and case)
-UNIT_SPELLINGS = {
-    "TA": ("degC", "deg C", "°C", "celsius", "degree_Celsius", "degrees_Celsius"),
-    "SW_IN": ("W m-2", "W/m2", "W m**-2", "W m^-2"),
-    "VPD": ("hPa", "mbar", "millibar"),
-}
-
-ERA5_INPUTS = ("t2m", "d2m", "ssrd", *MEAN_FLUXES)
 CANONICAL = tuple(DRIVER_UNITS)  # TA, SW_IN, VPD, B01..B07, CLEAR
 ON_GRID = 1e-6  # deg: coordinates this close to the 0.05 deg cell centres count as the grid itself
 
@@ -46,9 +42,9 @@ class Source:
 
     urls: tuple[str, ...]
     arrays: dict[str, xr.DataArray]  # lazy, dims (time, lat, lon), lat descending, lon ascending
-    accumulation: str  # the ssrd convention used ("hourly", "since_00"), or "auto" where it does not apply
+    options: AdapterOptions  # `jobs.adapters.DriverOptions` as the adapters used them (e.g. the detected accumulation)
     synthetic: bool
-    note: str = ""  # the partial days dropped from the ends of an hourly record, and why (`jobs.era5.daily_drivers`)
+    note: str = ""  # what the adapters dropped (the partial ends of an hourly record, `jobs.era5.daily_drivers`)
 
     @property
     def lat(self) -> np.ndarray:
@@ -72,19 +68,23 @@ class Source:
 class GridDrivers:
     """Canonical daily drivers from one or more URLs, read tile by tile on the 0.05 deg grid.
 
-    ``accumulation`` is the ssrd convention for `daily_drivers` ("auto", "hourly", "since_00"), for all groups or
-    one per group; ``accumulations`` holds the resolved values, so workers reopening the URLs skip the detection.
+    ``options`` are the adapters' options (`jobs.adapters.DriverOptions`, or a mapping such as
+    ``{"era5": {"accumulation": "hourly"}}``), for all groups or one per group; ``options`` holds them as used per
+    group, so workers reopening the URLs skip what was detected.
     """
 
     def __init__(
-        self, urls: str | Sequence[str], accumulation: str | Sequence[str] = "auto", storage_options: dict | None = None
+        self,
+        urls: str | Sequence[str],
+        options: Mapping[str, Any] | AdapterOptions | Sequence[AdapterOptions] | None = None,
+        storage_options: dict | None = None,
     ):
         self.urls = (urls,) if isinstance(urls, str) else tuple(urls)
         groups = _group_by_grid(self.urls, storage_options)
-        modes = [accumulation] * len(groups) if isinstance(accumulation, str) else list(accumulation)
-        if len(modes) != len(groups):
-            raise DataError(f"{len(modes)} accumulation settings given for {len(groups)} driver grids")
-        self.sources = [_source(urls, ds, mode) for (urls, ds), mode in zip(groups, modes, strict=True)]
+        per_group = list(options) if isinstance(options, list | tuple) else [options] * len(groups)
+        if len(per_group) != len(groups):
+            raise DataError(f"{len(per_group)} driver options given for {len(groups)} driver grids")
+        self.sources = [_source(urls, ds, driver_options(o)) for (urls, ds), o in zip(groups, per_group, strict=True)]
         self._where = {}
         for i, source in enumerate(self.sources):
             for name in source.arrays:
@@ -96,8 +96,9 @@ class GridDrivers:
         return tuple(name for name in CANONICAL if name in self._where)
 
     @property
-    def accumulations(self) -> tuple[str, ...]:
-        return tuple(source.accumulation for source in self.sources)
+    def options(self) -> tuple[AdapterOptions, ...]:
+        """The adapters' options as used, one `jobs.adapters.DriverOptions` per driver grid."""
+        return tuple(source.options for source in self.sources)
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -193,51 +194,23 @@ def _group_by_grid(urls: tuple[str, ...], storage_options: dict | None) -> list[
     return out
 
 
-def _source(urls: tuple[str, ...], ds: xr.Dataset, accumulation: str) -> Source:
-    """The canonical daily variables of one opened group: ERA5 fields converted, canonical ones passed through."""
-    arrays = {}
-    resolved, note = "auto", ""
-    if any(name in ds for name in ERA5_INPUTS):
-        daily = daily_drivers(ds, accumulation)
-        arrays.update({name: daily[name] for name in daily.data_vars})
-        resolved = daily["SW_IN"].attrs.get("accumulation", "auto") if "SW_IN" in daily else "auto"
-        note = f"{', '.join(urls)}: {daily.attrs['trimmed']}" if "trimmed" in daily.attrs else ""
-    for name in CANONICAL:
-        if name in ds and name not in arrays:
-            _check_canonical_units(ds[name], urls)
-            arrays[name] = _daily(ds[name], urls)
+def _source(urls: tuple[str, ...], ds: xr.Dataset, options: AdapterOptions) -> Source:
+    """The canonical daily variables of one opened group, from every gridded adapter that recognises it (a
+    variable from the first of them, in `jobs.adapters.GRIDDED` order)."""
+    arrays, used, notes = {}, {}, []
+    for name, adapter in GRIDDED.items():
+        if adapter.recognises(ds):
+            made = adapter.canonical(ds, urls, getattr(options, name))
+            arrays |= {key: da for key, da in made.arrays.items() if key not in arrays}
+            used[name] = made.options
+            notes += [made.note] if made.note else []
     if not arrays:
         raise DataError(
-            f"{', '.join(urls)} hold none of the drivers: give ERA5 fields ({', '.join(ERA5_INPUTS)}) or canonical "
-            f"daily variables ({', '.join(CANONICAL)}); found {', '.join(map(str, ds.data_vars)) or 'none'}"
+            f"{', '.join(urls)} hold none of the drivers: give {' or '.join(a.inputs for a in GRIDDED.values())}; "
+            f"found {', '.join(map(str, ds.data_vars)) or 'none'}"
         )
     arrays = {name: _wrapped(da) for name, da in arrays.items()}
-    return Source(urls, arrays, resolved, _is_synthetic(ds), note)
-
-
-def _check_canonical_units(da: xr.DataArray, urls: tuple[str, ...]) -> None:
-    """DataError when a canonical meteorological variable states units other than the canonical ones."""
-    units = da.attrs.get("units")
-    spellings = UNIT_SPELLINGS.get(str(da.name))
-    if units is None or spellings is None:
-        return
-    if _plain(units) not in {_plain(s) for s in spellings}:
-        raise DataError(
-            f"{da.name} in {', '.join(urls)} has units {units!r}; the canonical drivers need {DRIVER_UNITS[da.name]} "
-            "(convert it, or give the ERA5 fields and let tamrl convert them)"
-        )
-
-
-def _plain(units: str) -> str:
-    return units.replace("**", "").replace("^", "").replace(" ", "").lower()
-
-
-def _daily(da: xr.DataArray, urls: tuple[str, ...]) -> xr.DataArray:
-    """A canonical variable labelled by its UTC day, or DataError unless it has one step per day."""
-    days = da.indexes["time"].floor("D")
-    if days.has_duplicates or not days.is_monotonic_increasing:
-        raise DataError(f"{da.name} in {', '.join(urls)} is not daily: give one value per day")
-    return da.assign_coords(time=days)
+    return Source(urls, arrays, options.model_copy(update=used), _is_synthetic(ds), "; ".join(notes))
 
 
 def _wrapped(da: xr.DataArray) -> xr.DataArray:

@@ -5,7 +5,8 @@
 - `mod09cmg_to_drivers` turns a MOD09CMG dataset (already on the 0.05 deg CMG grid) into the canonical daily
   drivers B01..B07 (0-1 reflectance) and CLEAR on `jobs.grid` coordinates, which `jobs.drivers` passes through.
 - `mod09ga_to_drivers` turns one day's MOD09GA sinusoidal tiles (500 m reflectance, 1 km state QA) into the same
-  drivers on the 0.05 deg cells they cover.
+  drivers on the 0.05 deg cells they cover; `mod09ga_tiles_to_drivers` does it for tiles read by any `TileLayers`
+  (the GeoTIFFs below, or the HDF4-EOS granules of `jobs.adapters.mod09ga`).
 
 MOD09GA files: one single-band GeoTIFF per layer and tile (as ``gdal_translate`` writes each HDF subdataset, or
 AppEEARS delivers them), holding the raw layer (int16 ``sur_refl_b01`` .. ``sur_refl_b07``, scale 1e-4,
@@ -26,8 +27,9 @@ away from lon 0 covers neighbouring cells too (a 0.05 deg checkerboard at 95 E c
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -73,6 +75,9 @@ _GA_QC = "QC_500m"
 _GA_DAY = re.compile(r"\.A(\d{7})\.")  # MOD09GA.A2019182.h18v04...: year and day of year
 _CLEAR_TESTS = "state QA clear, no shadow/cirrus/snow/high aerosol/adjacent cloud"
 _WGS84 = "EPSG:4326"
+# a MOD09GA tile's layer by name (sur_refl_b01 .. sur_refl_b07, state_1km, QC_500m): raw integers on dims (y, x)
+# with the tile's CRS, coordinates and nodata, named by where it came from; a `scale_factor` attr overrides 1e-4
+TileLayers = Callable[[str], xr.DataArray]
 
 
 def clear_from_state(state_1km: np.ndarray, qc_500m: np.ndarray | None = None) -> np.ndarray:
@@ -142,25 +147,51 @@ def mod09ga_to_drivers(
     """Canonical daily B01..B07 (0-1 reflectance) and CLEAR (1/0) from one day's MOD09GA tiles, on `jobs.grid` cells.
 
     ``urls`` names each tile (or window of one) by a path or URL with ``{layer}`` for the layer name, as the module
-    docstring describes; adjacent tiles mosaic without a seam. The cells are those of ``bbox`` (W, S, E, N, as
-    `jobs.grid.bbox_slices` selects them), or else every cell holding a pixel centre of the tiles. A band is the mean
-    of the cell's valid 500 m pixels; CLEAR is 1 where at least half of the cell's pixels with a state QA are clear
-    (`clear_from_state`, with ``QC_500m`` unless ``qc_500m`` is False, and B01 and B02 present). The day is ``date``,
-    or else the ``.AYYYYDDD.`` that all the names share. Raises DataError naming a missing or malformed layer, a day
-    it cannot tell, or a bbox that holds no pixel of the tiles.
+    docstring describes. The day is ``date``, or else the ``.AYYYYDDD.`` that all the names share. The rest is
+    `mod09ga_tiles_to_drivers`. Raises DataError naming a missing or malformed layer or a day it cannot tell.
     """
     patterns = _tile_patterns(urls)
-    day = _ga_day(patterns, date)
-    tiles = [_tile_sums(pattern, qc_500m) for pattern in patterns]
-    rows, cols = grid.bbox_slices(bbox) if bbox is not None else _covered(tiles)
-    total = _mosaic(tiles, rows, cols)
+    tiles = {pattern: partial(geotiff_layer, pattern) for pattern in patterns}
+    return mod09ga_tiles_to_drivers(tiles, _ga_day(patterns, date), bbox, qc_500m)
+
+
+def mod09ga_tiles_to_drivers(
+    tiles: Mapping[str, TileLayers],
+    day: pd.Timestamp,
+    bbox: tuple[float, float, float, float] | None = None,
+    qc_500m: bool = True,
+) -> xr.Dataset:
+    """Canonical B01..B07 and CLEAR on ``day`` from MOD09GA tiles, each named and read by its `TileLayers`.
+
+    Adjacent tiles mosaic without a seam. The cells are those of ``bbox`` (W, S, E, N, as `jobs.grid.bbox_slices`
+    selects them), or else every cell holding a pixel centre of the tiles. A band is the mean of the cell's valid
+    500 m pixels; CLEAR is 1 where at least half of the cell's pixels with a state QA are clear (`clear_from_state`,
+    with ``QC_500m`` unless ``qc_500m`` is False, and B01 and B02 present). Raises DataError naming a malformed layer
+    or a bbox that holds no pixel of the tiles.
+    """
+    sums = [_tile_sums(read, name, qc_500m) for name, read in tiles.items()]
+    rows, cols = grid.bbox_slices(bbox) if bbox is not None else _covered(sums)
+    total = _mosaic(sums, rows, cols)
     if not total[_QA_PIXELS].any():
-        raise DataError(
-            f"the MOD09GA tiles {', '.join(patterns)} hold no pixel in bbox {bbox}; give tiles that cover it"
-        )
+        raise DataError(f"the MOD09GA tiles {', '.join(tiles)} hold no pixel in bbox {bbox}; give tiles that cover it")
     modland = ", MODLAND QA ideal" if qc_500m else ""
     rule = f"at least half of the 500 m pixels clear: {_CLEAR_TESTS}{modland}, B01 and B02 present"
     return _described(_ga_cells(total, rows, cols).expand_dims(time=[day]), "MOD09GA", GA_SOURCE, rule)
+
+
+def geotiff_layer(pattern: str, layer: str) -> xr.DataArray:
+    """Raw MOD09GA ``layer`` of the tile ``pattern`` names (``{layer}`` replaced), from a GeoTIFF: a `TileLayers`."""
+    url = pattern.replace("{layer}", layer)
+    try:
+        with rioxarray.open_rasterio(url) as src:
+            da = src.load()
+    except RasterioIOError as exc:
+        raise DataError(f"MOD09GA layer {layer} is missing: cannot open {url} ({exc})") from exc
+    if da.sizes["band"] != 1:
+        raise DataError(f"MOD09GA {url} has {da.sizes['band']} bands; give the {layer} layer as a single-band GeoTIFF")
+    da = da.squeeze("band", drop=True).rename(url)
+    da.attrs.pop("scale_factor", None)  # rioxarray says 1.0 where the GeoTIFF states none: MOD09_SCALE applies
+    return da
 
 
 def _key(name: str) -> str:
@@ -352,15 +383,15 @@ def _ga_day(patterns: list[str], date: str | pd.Timestamp | None) -> pd.Timestam
     return days[0]
 
 
-def _tile_sums(pattern: str, qc_500m: bool) -> _TileSums:
+def _tile_sums(read: TileLayers, name: str, qc_500m: bool) -> _TileSums:
     """Per-cell sums of one tile: each band's valid pixels and their count, clear pixels, pixels with state QA."""
-    b01 = _ga_layer(pattern, _GA_LAYERS["B01"])
-    bins = _cell_bins(b01, pattern)
-    state = _ga_layer(pattern, _GA_STATE, like=b01).values
-    clear = clear_from_state(state, _ga_layer(pattern, _GA_QC, like=b01).values if qc_500m else None)
+    b01 = _ga_layer(read, _GA_LAYERS["B01"])
+    bins = _cell_bins(b01, name)
+    state = _ga_layer(read, _GA_STATE, like=b01).values
+    clear = clear_from_state(state, _ga_layer(read, _GA_QC, like=b01).values if qc_500m else None)
     sums, counts = [], []
     for band, layer in _GA_LAYERS.items():
-        values = b01.values if band == "B01" else _ga_layer(pattern, layer, like=b01).values
+        values = b01.values if band == "B01" else _ga_layer(read, layer, like=b01).values
         valid = np.isfinite(values)
         if band in ("B01", "B02"):  # as the tower flag: clear needs both present
             clear &= valid
@@ -370,35 +401,30 @@ def _tile_sums(pattern: str, qc_500m: bool) -> _TileSums:
     return _TileSums(bins.row0, bins.col0, np.stack(layers))
 
 
-def _ga_layer(pattern: str, layer: str, like: xr.DataArray | None = None) -> xr.DataArray:
+def _ga_layer(read: TileLayers, layer: str, like: xr.DataArray | None = None) -> xr.DataArray:
     """One MOD09GA layer, decoded (reflectance 0-1 float32, QA float64), NaN where missing, on ``like``'s pixels.
 
     A layer on another pixel grid than ``like`` (the 1 km ``state_1km``) takes, for each of ``like``'s pixels, the
     value of the pixel holding its centre: each 1 km QA pixel covers its 2 x 2 500 m pixels.
     """
-    url = pattern.replace("{layer}", layer)
-    try:
-        with rioxarray.open_rasterio(url) as src:
-            da = src.load()
-    except RasterioIOError as exc:
-        raise DataError(f"MOD09GA layer {layer} is missing: cannot open {url} ({exc})") from exc
-    if da.sizes["band"] != 1 or da.rio.crs is None or da.dtype.kind not in "iu":
+    da = read(layer)
+    if da.rio.crs is None or da.dtype.kind not in "iu":
         raise DataError(
-            f"MOD09GA {url} has {da.sizes['band']} band(s), CRS {da.rio.crs}, {da.dtype}; give the raw integer "
-            f"{layer} layer as a single-band GeoTIFF with its CRS"
+            f"MOD09GA {da.name} has CRS {da.rio.crs}, {da.dtype}; give the raw integer {layer} layer with its CRS"
         )
-    da = da.squeeze("band", drop=True)
-    decoded = _ga_decoded(da.values, da.rio.nodata, layer in _GA_LAYERS.values())
+    reflectance = layer in _GA_LAYERS.values()
+    scale = float(da.attrs.get("scale_factor", MOD09_SCALE))
+    decoded = _ga_decoded(da.values, da.rio.nodata, reflectance, scale)
     out = da.copy(data=decoded).rio.write_nodata(np.nan)
     if like is None or _same_pixels(out, like):
         return out
     return out.rio.reproject_match(like, resampling=Resampling.nearest)
 
 
-def _ga_decoded(values: np.ndarray, nodata: float | None, reflectance: bool) -> np.ndarray:
-    """Reflectance scaled to 0-1 (float32) with NaN for fill, or QA integers as float64 with NaN for ``nodata``."""
+def _ga_decoded(values: np.ndarray, nodata: float | None, reflectance: bool, scale: float) -> np.ndarray:
+    """Reflectance times ``scale`` (float32) with NaN for fill, or QA integers as float64 with NaN for ``nodata``."""
     if reflectance:
-        return _scaled(values, MOD09_SCALE, MOD09_FILL if nodata is None else nodata).astype(np.float32)
+        return _scaled(values, scale, MOD09_FILL if nodata is None else nodata).astype(np.float32)
     qa = values.astype(np.float64)  # exact for uint16 and uint32 bit fields
     return np.where(qa == nodata, np.nan, qa) if nodata is not None else qa
 
@@ -407,7 +433,7 @@ def _same_pixels(da: xr.DataArray, like: xr.DataArray) -> bool:
     return da.shape == like.shape and da.rio.crs == like.rio.crs and da.rio.transform() == like.rio.transform()
 
 
-def _cell_bins(da: xr.DataArray, pattern: str) -> _CellBins:
+def _cell_bins(da: xr.DataArray, name: str) -> _CellBins:
     """The 0.05 deg cell of each pixel centre of ``da``, from its CRS; pixels beyond the projection's edge are off."""
     x, y = np.meshgrid(da["x"].values, da["y"].values)
     to_lonlat = Transformer.from_crs(da.rio.crs.to_wkt(), _WGS84, always_xy=True)
@@ -417,7 +443,7 @@ def _cell_bins(da: xr.DataArray, pattern: str) -> _CellBins:
     tolerance = 1e-3 * min(abs(r) for r in da.rio.resolution())
     on_globe = np.isfinite(lon) & np.isfinite(lat) & (np.hypot(back_x - x, back_y - y) < tolerance)
     if not on_globe.any():
-        raise DataError(f"MOD09GA tile {pattern} has no pixel on the globe; check its CRS and geotransform")
+        raise DataError(f"MOD09GA tile {name} has no pixel on the globe; check its CRS and geotransform")
     row = np.minimum(np.floor((90 - lat[on_globe]) * grid.PER_DEG), grid.N_LAT - 1).astype(np.int64)
     col = np.minimum(np.floor((lon[on_globe] + 180) * grid.PER_DEG), grid.N_LON - 1).astype(np.int64)
     row0, col0 = int(row.min()), int(col.min())

@@ -81,7 +81,7 @@ def prepare_job(request: JobRequest, resources: Resources) -> PreparedJob:
     )
     job = TileJob(
         checkpoint=bundle["path"], sha256=bundle["sha256"], members=members, precision=request.precision,
-        device=resources.device, drivers=drivers.urls, accumulations=drivers.accumulations, bbox=request.bbox,
+        device=resources.device, drivers=drivers.urls, driver_options=drivers.options, bbox=request.bbox,
         start=request.start, end=request.end, support_years=years,
     )  # fmt: skip
     return PreparedJob(job, _spec(bundle, resolved, resources, drivers.synthetic), bundle, drivers)

@@ -3,7 +3,9 @@
 A job's identity is its request (`jobs.request.JobRequest`, which holds no server path) and its output's name:
 submitting the same request again returns the same job (unless that one failed
 or was dismissed, when a new attempt starts). Only one live job (accepted or running) may write to an output;
-another request onto that output raises ConflictError. Every change is one short transaction, so several threads
+another request onto that output raises ConflictError. A `Quota` bounds the live jobs in total and per client (the
+address a job was submitted from), and finished records expire (`JobStore.expire`). Every change is one short
+transaction, so several threads
 (the service's request handlers and its job threads) and a restarted service all see the same records.
 """
 
@@ -13,13 +15,13 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from uuid import uuid4
 
 from jobs.request import JobRequest
-from tamrl.errors import ConflictError, NotFoundError
+from tamrl.errors import ConflictError, NotFoundError, QuotaError
 
 
 class JobState(StrEnum):
@@ -33,6 +35,9 @@ class JobState(StrEnum):
 
 
 LIVE = (JobState.accepted, JobState.running)
+ENDED = (JobState.successful, JobState.failed, JobState.dismissed)
+QUOTA_RETRY_S = 60  # what a 429 for too many live jobs asks a client to wait
+INTERNAL_COLUMNS = ("request_key", "client", "finishing")  # kept in the table, not in a JobRecord
 OLD_SERVER_FIELDS = ("output", "out", "checkpoint_path")  # in the requests that tamrl 0.x stored: dropped on reading
 
 _SCHEMA = """
@@ -48,8 +53,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     created TEXT NOT NULL,
     started TEXT,
     updated TEXT NOT NULL,
-    finished TEXT,
-    finishing INTEGER NOT NULL DEFAULT 0
+    finished TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_output ON jobs (output, state);
 """
@@ -72,6 +76,14 @@ class JobRecord:
     finished: str | None
 
 
+@dataclass(frozen=True)
+class Quota:
+    """The most live jobs (accepted or running) at once: in total, and per client."""
+
+    total: int
+    per_client: int
+
+
 def request_key(request: JobRequest, output: str) -> str:
     """The identity of a job: sha256 of its request's canonical JSON and its output's name."""
     canonical = json.dumps({"request": request.model_dump(mode="json"), "output": output}, sort_keys=True)
@@ -86,8 +98,8 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
-            if "finishing" not in {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}:  # an older file
-                db.execute("ALTER TABLE jobs ADD COLUMN finishing INTEGER NOT NULL DEFAULT 0")
+            _add_column(db, "client", "TEXT NOT NULL DEFAULT ''")  # who submitted a job, for quotas
+            _add_column(db, "finishing", "INTEGER NOT NULL DEFAULT 0")  # a job claiming its completion
         self._refresh_live()
 
     def live_outputs(self) -> frozenset[str]:
@@ -98,13 +110,14 @@ class JobStore:
     def _refresh_live(self) -> None:
         self._live = frozenset(record.output for record in self.live())
 
-    def submit(self, request: JobRequest, output: str, taken: bool = False) -> tuple[JobRecord, bool]:
+    def submit(self, request: JobRequest, output: str, taken: bool = False, client: str = "",
+               quota: Quota | None = None) -> tuple[JobRecord, bool]:  # fmt: skip
         """The job for ``request`` writing ``output``, and whether it was created now (else it existed).
 
         ``taken``: whether the output exists already. The same request returns its live job, or its successful one
         while the output exists; after a failure or a dismissal it starts a new attempt (which resumes the output).
         Raises ConflictError when another live job writes to ``output``, or when a new request aims at an output
-        that exists.
+        that exists; QuotaError when a new job would exceed ``quota`` (``client``: who submits it).
         """
         key, now = request_key(request, output), _now()
         with self._connect() as db:
@@ -123,10 +136,13 @@ class JobStore:
                 )
             if taken and same is None:
                 raise ConflictError(f"output {output} holds a cube made by another request; choose another name")
+            if quota is not None:
+                _check_quota(db, client, quota)
             job_id = uuid4().hex
             db.execute(
-                "INSERT INTO jobs (id, request_key, request, output, state, created, updated) VALUES (?,?,?,?,?,?,?)",
-                (job_id, key, request.model_dump_json(), output, JobState.accepted, now, now),
+                "INSERT INTO jobs (id, request_key, request, output, state, created, updated, client) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (job_id, key, request.model_dump_json(), output, JobState.accepted, now, now, client),
             )
         self._refresh_live()
         return self.get(job_id), True
@@ -216,6 +232,13 @@ class JobStore:
             raise ConflictError(f"job {job_id} has already ended ({record.state}); there is nothing to stop")
         return record
 
+    def expire(self, days: float) -> int:
+        """Delete the records of jobs that ended over ``days`` days ago; returns how many."""
+        cutoff = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds")
+        with self._connect() as db:
+            cur = db.execute("DELETE FROM jobs WHERE state IN (?, ?, ?) AND finished < ?", (*ENDED, cutoff))
+        return cur.rowcount
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -233,10 +256,27 @@ class JobStore:
             db.close()
 
 
+def _add_column(db: sqlite3.Connection, name: str, definition: str) -> None:
+    """Add column ``name`` to the job table of a file written before it existed."""
+    if name not in {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}:
+        db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+
+
+def _check_quota(db: sqlite3.Connection, client: str, quota: Quota) -> None:
+    """QuotaError when one more live job would exceed ``quota`` in total or for ``client``."""
+    total, mine = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(client = ?), 0) FROM jobs WHERE state IN (?, ?)", (client, *LIVE)
+    ).fetchone()
+    if total >= quota.total:
+        raise QuotaError(f"{total} jobs are queued or running, the service's most; retry when one has ended",
+                         QUOTA_RETRY_S)  # fmt: skip
+    if mine >= quota.per_client:
+        raise QuotaError(f"you have {mine} jobs queued or running, the most per client; wait for one to end or "
+                         "delete one", QUOTA_RETRY_S)  # fmt: skip
+
+
 def _record(row: sqlite3.Row) -> JobRecord:
-    values = dict(row)
-    values.pop("request_key")
-    values.pop("finishing")
+    values = {k: v for k, v in dict(row).items() if k not in INTERNAL_COLUMNS}
     request = {k: v for k, v in json.loads(values["request"]).items() if k not in OLD_SERVER_FIELDS}
     return JobRecord(**{**values, "request": JobRequest(**request), "state": JobState(values["state"])})
 

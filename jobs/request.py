@@ -13,9 +13,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PositiveInt,
+    StrictFloat,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -27,9 +29,22 @@ from jobs.grid import Bbox
 from tamrl.errors import ConfigError, DataError, validation_message
 
 FIRST_YEAR, LAST_YEAR = 1900, 2100  # days and support years outside this range are refused before any work
+
+
+def not_nan(value: Any) -> Any:
+    """``value`` unless it is NaN (a float, or text such as "nan"), which gets a ValueError that says NaN: else
+    pydantic compares NaN with a range and says "should be <= 90"."""
+    if isinstance(value, float | str) and str(value).strip().lower() == "nan":
+        raise ValueError("NaN is not a number; give a finite value")
+    return value
+
+
+# a number, never a boolean (true is no longer 1.0) nor NaN
+Coordinate = Annotated[StrictFloat, BeforeValidator(not_nan)]
 # a plain array of 4 numbers: OpenAPI tools read that more widely than prefixItems
 BboxField = Annotated[
-    Bbox, WithJsonSchema({"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4})
+    tuple[Coordinate, Coordinate, Coordinate, Coordinate],
+    WithJsonSchema({"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}),
 ]
 Precision = Literal["float32", "bfloat16", "float16"]  # tamrl.predict.PRECISIONS
 Device = Literal["cpu", "cuda", "auto"]

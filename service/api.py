@@ -4,6 +4,10 @@
 ``app.state``, where `service.dependencies` hands them to handlers) and includes one router per endpoint family
 (`service.routes`). Domain errors map to status codes in one table, ERROR_STATUS; every error body (4xx, 503) is a
 Problem.
+
+Limits on what clients send (body size and time, requests a minute) are middleware (`service.limits`); the work all
+requests together may do at once is `service.admission`; the request line, headers and connections are limited by
+the server (`service.server`).
 """
 
 from collections.abc import AsyncIterator
@@ -13,21 +17,30 @@ import fsspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from jobs.records import JobStore
 from jobs.runner import JobRunner, RunnerConfig
+from service.admission import Admission
 from service.catalog import Catalog
+from service.dependencies import authorised, check_token
+from service.limits import BodyLimit, RateLimit
 from service.routes import PROBLEMS, cubes, flux, jobs
 from service.settings import Settings
 from tamrl import __version__
 from tamrl.errors import (
     AuthError,
+    BusyError,
     CheckpointError,
     ConfigError,
     ConflictError,
     DataError,
     NotFoundError,
+    QuotaError,
+    RetryLater,
+    SlowClientError,
     TamrlError,
     TooLargeError,
     UnavailableError,
@@ -42,9 +55,12 @@ ERROR_STATUS: dict[type[TamrlError], int] = {
     ConflictError: 409,
     TooLargeError: 413,
     AuthError: 401,
+    SlowClientError: 408,
+    QuotaError: 429,
+    BusyError: 503,
     UnavailableError: 503,
 }
-MAX_BODY_BYTES = 16_384
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 ROUTERS = (cubes.router, flux.router, jobs.router)  # in the order their paths appear in the OpenAPI document
 
 
@@ -57,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     except (OSError, ValueError, ImportError) as exc:
         raise ConfigError(f"cannot use {settings.cubes} as the cubes folder ({type(exc).__name__}: {exc})") from exc
     store = JobStore(settings.job_database)
-    catalog = Catalog(settings.cubes, settings.cache_mb << 20, hidden=store.live_outputs)
+    catalog = Catalog(settings.cubes, settings.cache_mb << 20, hidden=store.live_outputs, default=settings.default_cube)
     config = RunnerConfig(
         drivers=tuple(settings.drivers), cubes=settings.cubes, checkpoints=dict(settings.checkpoints),
         scheduler=settings.scheduler, workers=settings.workers, chunks=settings.job_chunks,
@@ -73,8 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=PROBLEMS,  # every error body is a Problem, validation errors included
     )  # fmt: skip
     app.state.settings, app.state.catalog, app.state.store, app.state.runner = settings, catalog, store, runner
+    app.state.admission = Admission(settings.max_concurrent_values, settings.admission_wait_s, settings.admission_queue)
     _errors(app)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, answer=error_response, timeout=settings.body_timeout_s)
+    if settings.rate_limit:
+        app.add_middleware(RateLimit, answer=error_response, per_minute=settings.rate_limit)
     for router in ROUTERS:
         app.include_router(router)
     return app
@@ -82,7 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start the job runner (resuming jobs a stopped service left running) and close it on shutdown."""
+    """Delete expired job records, start the job runner (resuming jobs a stopped service left running), and close it
+    on shutdown."""
+    app.state.store.expire(app.state.settings.job_retention_days)
     app.state.runner.start()
     yield
     app.state.runner.close()
@@ -91,54 +112,48 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def _errors(app: FastAPI) -> None:
     @app.exception_handler(TamrlError)
     def domain_error(request: Request, exc: TamrlError) -> JSONResponse:
-        status = next(ERROR_STATUS[k] for k in type(exc).__mro__ if k in ERROR_STATUS)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return _problem(status, type(exc).__name__, str(exc), headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if _needs_token(request):  # a body FastAPI could not parse is refused before the token is checked
+            try:
+                check_token(request.app.state.settings, request.headers.get("authorization"))
+            except AuthError as denied:
+                return error_response(denied)
         return _problem(422, "ValidationError", validation_message(exc.errors(), "request"))
 
     @app.exception_handler(StarletteHTTPException)
     def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = f"{request.method} {request.url.path}: {exc.detail}; the API is described at /docs"
-        return _problem(exc.status_code, "HTTPError", detail, getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(_allowed(request))
+        return _problem(exc.status_code, "HTTPError", detail, headers)
+
+
+def error_response(exc: TamrlError) -> JSONResponse:
+    """The Problem answering a domain error: its status from ERROR_STATUS, with ``WWW-Authenticate`` on 401 and
+    ``Retry-After`` when a retry may succeed."""
+    status = next(ERROR_STATUS[k] for k in type(exc).__mro__ if k in ERROR_STATUS)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if isinstance(exc, RetryLater):
+        headers["Retry-After"] = str(exc.retry_after)
+    return _problem(status, type(exc).__name__, str(exc), headers)
 
 
 def _problem(status: int, error: str, detail: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"status": status, "error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for a request body over ``limit`` bytes, whether sent with a length or in chunks.
+def _needs_token(request: Request) -> bool:
+    route = request.scope.get("route")
+    return isinstance(route, APIRoute) and any(d.dependency is authorised for d in route.dependencies)
 
-    The body (at most ``limit`` bytes) is read before the app runs and then replayed to it.
-    """
 
-    def __init__(self, app, limit: int = MAX_BODY_BYTES):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await self._refuse(scope, receive, send)
-        messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            size += len(message.get("body", b""))
-            if size > self.limit:
-                return await self._refuse(scope, receive, send)
-            if message["type"] != "http.request" or not message.get("more_body"):
-                break
-
-        async def replay():
-            return messages.pop(0) if messages else await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope, receive, send) -> None:
-        response = _problem(413, "TooLargeError", f"request bodies are limited to {self.limit:,} bytes")
-        await response(scope, receive, send)
+def _allowed(request: Request) -> list[str]:
+    """The methods some route answers at the request's path."""
+    return [
+        method for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.routes)
+    ]  # fmt: skip

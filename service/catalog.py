@@ -175,6 +175,11 @@ class OpenCube:
             parts.append(chunk[lo:hi, i - y * cy, j - x * cx])
         return np.concatenate(parts)
 
+    def series_cost(self, name: str, t0: int, t1: int) -> int:
+        """Values decoded to read days ``t0:t1`` of variable ``name`` at one cell: every chunk `series` touches."""
+        ct, cy, cx = self.arrays[name].chunks
+        return ((t1 - 1) // ct - t0 // ct + 1) * ct * cy * cx
+
     @cached_property
     def description(self) -> dict:
         """What a client needs to know about the cube: extent, dates, variables, checkpoint, provenance."""
@@ -199,10 +204,13 @@ class Catalog:
     """The complete cubes under ``root`` (a folder or an fsspec URL such as ``s3://bucket/cubes``), by name (the
     store's name without ``.zarr``)."""
 
-    def __init__(self, root: str | Path, cache_bytes: int = 1 << 30, hidden: Callable[[], Set[str]] = frozenset):
-        """``hidden()``: names not to serve even when complete (the outputs of live jobs)."""
+    def __init__(self, root: str | Path, cache_bytes: int = 1 << 30, hidden: Callable[[], Set[str]] = frozenset,
+                 default: str | None = None):  # fmt: skip
+        """``hidden()``: names not to serve even when complete (the outputs of live jobs). ``default``: the cube that
+        queries without a cube name use where it holds what they ask (`service.queries`)."""
         self.root = str(root)
         self.hidden = hidden
+        self.default = default
         self.fs, self.base = fsspec.core.url_to_fs(self.root)
         self.cache = ChunkCache(cache_bytes)
         self._open: dict[str, tuple[object, OpenCube | None]] = {}  # name -> (token seen, cube if complete)

@@ -21,8 +21,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="the HTTP API: point, bbox and map queries on cubes, and upscaling jobs",
         description="Serve the complete cubes in --cubes over HTTP and run upscaling jobs into that folder. The "
         "options but --host and --port can also be set by environment variables TAMRL_<OPTION> (TAMRL_CUBES, "
-        "TAMRL_DRIVERS as a JSON list, ...), as can the limits and TAMRL_TOKEN, the bearer token that submitting and "
-        "deleting jobs then need (see docs/API.md). The API is documented at /docs.",
+        "TAMRL_DRIVERS as a JSON list, ...), as can the limits and TAMRL_TOKEN, the bearer token that every job "
+        "endpoint then needs (see docs/API.md). The API is documented at /docs.",
     )  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
@@ -34,10 +34,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
     from pydantic import ValidationError
 
     from service.api import create_app
+    from service.server import serve
     from service.settings import Settings
 
     options = {"cubes": args.cubes, "drivers": args.drivers, "scheduler": args.scheduler, "workers": args.workers}
@@ -47,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         problems = validation_message(exc.errors(), "settings")
         raise ConfigError(f"invalid settings (options or TAMRL_* variables): {problems}") from exc
     print(f"serving {settings.cubes} on http://{args.host}:{args.port} (API documentation: /docs)")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+    serve(create_app(settings), settings, args.host, args.port)
 
 
 def attach_negative_values(argv: Sequence[str]) -> list[str]:

@@ -1,8 +1,15 @@
 """What the service answers, as plain functions on the catalog: point series, bbox subsets, regional totals, maps.
 
 Every function raises domain errors (`tamrl.errors`) with messages that say what exists, so the API maps them to
-4xx answers once. A point resolves to the 0.05 deg cell that contains it (`jobs.grid.cell_index`), never to the
-nearest computed cell: a point outside every cube's bbox, or on water or ice, is NotFoundError.
+4xx answers once.
+
+Which cube answers a query without a cube name is a fixed rule, so that a new cube cannot change answers silently:
+of the cubes that hold the point (or the whole bbox) and overlap the period, the only one; else the configured
+default cube (`Settings.default_cube`) if it is one of them; else ConflictError (409) naming them all. A new cube can
+turn an answer into a 409, never into another cube's numbers.
+
+A point resolves to the 0.05 deg cell that contains it (`jobs.grid.cell_index`), never to the nearest computed cell:
+a point outside every cube's bbox, or on water or ice, is NotFoundError.
 """
 
 from dataclasses import dataclass
@@ -15,10 +22,11 @@ import xarray as xr
 from jobs import grid
 from jobs.outputs import FLUXES, spread_of
 from service.catalog import Catalog, NotCached, OpenCube
-from tamrl.errors import DataError, NotFoundError, TooLargeError
+from tamrl.errors import ConflictError, DataError, NotFoundError, TooLargeError
 from tamrl.features import TARGET_UNITS
 
 AGGREGATES = ("total", "mean")
+TIME_BLOCK = 92  # days a regional aggregate reads at once (a time chunk of the cubes jobs write)
 G_PER_TG = 1e12
 SERVER_ATTRS = ("drivers",)  # cube attributes that name paths on the server: never served
 
@@ -61,6 +69,32 @@ class PointSeries:
         return frame
 
 
+@dataclass(frozen=True)
+class PointCell:
+    """Where a point query reads: a land cell of one cube and the days of the period, found before any value is
+    read, so that the read can be admitted by its cost (`service.admission`)."""
+
+    cube: OpenCube
+    cell: tuple[int, int]  # local row, column
+    days: slice
+
+    def cost(self, variables: list[str]) -> int:
+        """Values decoded to read ``variables`` and their spreads (whole chunks)."""
+        start, stop = self.days.start, self.days.stop
+        return sum(self.cube.series_cost(key, start, stop) for name in variables for key in (name, spread_of(name)))
+
+    def read(self, variables: list[str], cached_only: bool = False) -> PointSeries:
+        """The series of ``variables`` and their spreads; ``cached_only``: NotCached where a read would need the
+        store."""
+        (i, j), days = self.cell, self.days
+        values = {
+            key: self.cube.series(key, i, j, days.start, days.stop, cached_only)
+            for name in variables
+            for key in (name, spread_of(name))
+        }
+        return PointSeries(self.cube, self.cell, days, values)
+
+
 def parse_variables(text: str | None) -> list[str]:
     """Flux names from a comma-separated list (default: all three); DataError naming the valid ones."""
     if not text:
@@ -74,12 +108,11 @@ def parse_variables(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def point(catalog: Catalog, lat: float, lon: float, period: Period, variables: list[str],
-          cube_name: str | None = None, cached_only: bool = False) -> PointSeries:  # fmt: skip
-    """The daily series (mean and ensemble spread) of the cell holding (lat, lon), from the cube (or the one named)
-    whose computed bbox holds the cell and which covers most of ``period`` (the first by name on a tie).
+def locate_point(catalog: Catalog, lat: float, lon: float, period: Period, cube_name: str | None = None,
+                 cached_only: bool = False) -> PointCell:  # fmt: skip
+    """The land cell holding (lat, lon) and the days of ``period``, in the cube named or chosen by the module's rule.
 
-    ``cached_only``: answer from memory only, raising NotCached where that would need a read from a store.
+    ``cached_only``: raise NotCached where the cube's metadata is not in memory yet.
     """
     row, col = grid.cell_index(lat, lon)
     cubes = [catalog.get(cube_name)] if cube_name else catalog.cubes()
@@ -95,24 +128,20 @@ def point(catalog: Catalog, lat: float, lon: float, period: Period, variables: l
             f"lat={lat}, lon={lon} (the cell centred at {centre}; a point on a cell edge belongs to the cell south "
             f"and east of it) lies outside every cube; cubes: {_extents(cubes)}"
         )
-    cube, days = _best(holding, period, f"lat={lat}, lon={lon}")
+    cube, days = _choose(holding, period, f"lat={lat}, lon={lon}", catalog.default)
     i, j = cube.local(row, col)
     if not cube.land[i, j]:
         raise NotFoundError(
             f"lat={lat}, lon={lon} is in a cell that is not computed (water, permanent ice or no Koppen group; "
             f"IGBP class {int(cube.igbp[i, j])}); fluxes exist for land cells only"
         )
-    values = {}
-    for name in variables:
-        for key in (name, spread_of(name)):
-            values[key] = cube.series(key, i, j, days.start, days.stop, cached_only)
-    return PointSeries(cube, (i, j), days, values)
+    return PointCell(cube, (i, j), days)
 
 
 def bbox_subset(catalog: Catalog, bbox: tuple[float, float, float, float], period: Period, variables: list[str],
                 limit: int, cube_name: str | None = None, spreads: bool = True) -> xr.Dataset:  # fmt: skip
     """The cells of ``bbox`` and days of ``period`` (``variables``, with their spreads if ``spreads``) from the cube
-    whose computed bbox holds the whole box and which covers most of the period.
+    named or chosen by the module's rule (among those holding the whole bbox).
 
     TooLargeError when cells x days x variables read exceed ``limit``. The subset's attributes are the cube's, with
     its own time coverage and bbox, and without server paths.
@@ -122,7 +151,7 @@ def bbox_subset(catalog: Catalog, bbox: tuple[float, float, float, float], perio
     holding = [c for c in cubes if _holds(c, rows, cols)]
     if not holding:
         raise NotFoundError(f"no cube holds the whole bbox {bbox}; cubes: {_extents(cubes)}")
-    cube, days = _best(holding, period, f"bbox {bbox}")
+    cube, days = _choose(holding, period, f"bbox {bbox}", catalog.default)
     names = [v for name in variables for v in ((name, spread_of(name)) if spreads else (name,))]
     size = (rows.stop - rows.start) * (cols.stop - cols.start) * (days.stop - days.start) * len(names)
     if size > limit:
@@ -147,38 +176,44 @@ def regional(subset: xr.Dataset, variables: list[str], how: str) -> dict[str, di
     """Area-weighted ``total`` (Tg C over the period) or ``mean`` (g C m-2 d-1 over land cells and days).
 
     Cell areas are exact on the sphere (`jobs.grid.cell_area_m2`); cells without values (water, ice) count
-    neither in the total nor in the mean's area.
+    neither in the total nor in the mean's area. Values are read TIME_BLOCK days at a time, so a year's total over a
+    large bbox holds a season of one variable in memory, not the year of all three.
     """
     if how not in AGGREGATES:
         raise DataError(f"unknown aggregate {how!r}; choose from {', '.join(AGGREGATES)}")
     area = xr.DataArray(grid.cell_area_m2(subset.lat.values), dims="lat", coords={"lat": subset.lat})
     land = subset.land_mask == 1
-    land_area = float((area * land).sum())
+    land_area, days = float((area * land).sum()), subset.sizes["time"]
     out = {}
     for name in variables:
-        values = subset[name].where(land).load()
-        daily_g = (values * area).sum(("lat", "lon"))  # g C per day over the bbox
-        total = float(daily_g.sum()) / G_PER_TG
+        blocks = (subset[name].isel(time=slice(t, t + TIME_BLOCK)) for t in range(0, days, TIME_BLOCK))
+        total = sum(float((block.where(land) * area).sum()) for block in blocks) / G_PER_TG  # g C -> Tg C
         if how == "total":
             out[name] = {"value": total, "units": "Tg C", "description": f"{name} summed over the period"}
         else:
-            mean = total * G_PER_TG / land_area / values.sizes["time"] if land_area else None  # no land: no mean
+            mean = total * G_PER_TG / land_area / days if land_area else None  # no land: no mean
             out[name] = {"value": mean, "units": f"{TARGET_UNITS}", "description": f"area-weighted mean daily {name}"}
     return {
         "land_area_km2": land_area / 1e6,
         "land_cells": int(land.sum()),
-        "days": int(subset.sizes["time"]),
+        "days": int(days),
         "variables": out,
     }
 
 
-def _best(cubes: list[OpenCube], period: Period, what: str) -> tuple[OpenCube, slice]:
-    """Of ``cubes`` (sorted by name), the one covering most days of ``period``, and those days."""
-    overlaps = [(cube, period.on(cube)) for cube in cubes]
-    covering = [(cube, days) for cube, days in overlaps if days is not None]
+def _choose(cubes: list[OpenCube], period: Period, what: str, default: str | None) -> tuple[OpenCube, slice]:
+    """Of ``cubes`` (those holding ``what``), the one overlapping ``period`` by the module's rule, and its days."""
+    covering = [(cube, days) for cube in cubes if (days := period.on(cube)) is not None]
     if not covering:
         raise NotFoundError(f"no cube holding {what} covers {_period(period)}; {_coverage(cubes)}")
-    return max(covering, key=lambda item: item[1].stop - item[1].start)
+    chosen = covering if len(covering) == 1 else [item for item in covering if item[0].name == default]
+    if not chosen:
+        names = ", ".join(cube.name for cube, _ in covering)
+        raise ConflictError(
+            f"several cubes hold {what} over {_period(period)}: {names}; give cube= with one of them (the service has "
+            "no default cube among them)"
+        )
+    return chosen[0]
 
 
 def _holds(cube: OpenCube, rows: slice, cols: slice) -> bool:

@@ -38,6 +38,26 @@ class AuthError(TamrlError):
     """A request lacks the credentials an operation needs."""
 
 
+class SlowClientError(TamrlError):
+    """A client took too long to send its request (a body trickled in to hold a connection)."""
+
+
+class RetryLater(TamrlError):
+    """A fine request that cannot be served now; it may succeed when sent again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BusyError(RetryLater):
+    """The service is at capacity (admission control): too much work in flight to start this request now."""
+
+
+class QuotaError(RetryLater):
+    """A client asked for more than its share: too many live jobs, or too many requests a minute."""
+
+
 class UnavailableError(TamrlError):
     """Storage the service reads cannot be read now (a missing or unreadable folder, an unreachable bucket), or a job
     lost its Dask scheduler: the operator's to fix, or to retry later; the log names the cause."""

@@ -110,6 +110,14 @@ def race(url: str) -> list[str]:
         return [owner for owner in pool.map(take, range(8)) if owner]
 
 
+def served_cubes(folder: Path, checkpoint, drivers, start: str, end: str) -> Path:
+    """``folder`` holding ``garda.zarr``: the tiny checkpoint over GARDA from ``start`` to ``end``, in chunks of 4 x 4
+    cells, as the service tests serve it."""
+    upscale_job(checkpoint, drivers, GARDA, start, end, folder / "garda.zarr", workers=0, chunk=(None, 4, 4),
+                progress=False)  # fmt: skip
+    return folder
+
+
 def job_outcome(get: Callable[[str], object], location: str, timeout: float = 60) -> dict:
     """Poll a job (``get(location)`` returns an HTTP response) until it is no longer accepted or running."""
     deadline = time.monotonic() + timeout

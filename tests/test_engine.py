@@ -3,7 +3,6 @@
 The checkpoint and drivers are conftest's tiny ones, so each run takes about a second.
 """
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -425,25 +424,17 @@ def test_a_job_s_dask_client_is_not_the_process_default():
         assert dask.base.get_scheduler() is None  # queries in this process keep dask's own schedulers
 
 
-# sha256 of the float32 values of a demo tile's cube as the engine wrote it before the job request and the split
-# into parts (commit 092df85); the refactors since must not change a bit
-DEMO_TILE = (7.5, 47.5, 10.0, 50.0)
-DEMO_TILE_SHA256 = {
-    "GPP": "219d644cdea9331766b06b0727a74cecae845bd865832a6a29352c80e90c1a4c",
-    "RECO": "a9277484806eb1ffdd14985e82c84350f196ef14656ba37271011f3e28a75902",
-    "NEE": "e273e97eae1359be0c829b9bac60f83c5ef8a686267a0947a804a0d3d4dba86b",
-    "GPP_std": "9ed2f165fd0da16d7b5544a96fbd8244bc162cb39752c968017109ee2d52cade",
-    "RECO_std": "a0f07357882e85de96649005267cd3bbd04a0b6daa58694cfec9d0fd74c652ed",
-    "NEE_std": "d10c0989ed713f3b91dec1a52fa6e522b8557482e556165e843f0f0db8144aec",
-}
+def test_a_demo_tile_matches_the_engine_before_the_refactor(tmp_path):
+    """The shipped checkpoint (2 members) over one demo tile of the demo's synthetic drivers, in this process,
+    against the values the engine of commit 092df85 (before the job request and the split into parts) wrote, at
+    100 cells for 30 days (tests/make_demo_tile_reference.py). On one machine the two engines agree bit for bit;
+    across machines the CPU's float kernels change the last places, far below the tolerance."""
+    import make_demo_tile_reference as reference
 
-
-def test_a_demo_tile_is_bit_identical_to_the_engine_before_the_refactor(tmp_path):
-    """The shipped checkpoint (2 members) over one demo tile of the demo's synthetic drivers, in this process."""
-    drivers = tmp_path / "drivers.zarr"
-    synthetic_drivers(DEMO_TILE, "2019-01-01", "2019-12-31", seed=0).to_zarr(drivers, zarr_format=3, consolidated=True)
-    upscale_job("default", drivers, DEMO_TILE, "2019-06-01", "2019-06-30", tmp_path / "c.zarr", members=2,
-                support_years=[2019], workers=0, progress=False)  # fmt: skip
-    ds = xr.open_zarr(tmp_path / "c.zarr")
-    values = {name: np.ascontiguousarray(ds[name].values, np.float32) for name in VARIABLES}
-    assert {name: hashlib.sha256(v).hexdigest() for name, v in values.items()} == DEMO_TILE_SHA256
+    ds = reference.compute(tmp_path, old_engine=False)
+    expected = np.load(Path(__file__).parent / "data" / "demo_tile_reference.npz")
+    assert set(expected.files) == set(VARIABLES)
+    for name in VARIABLES:
+        got = ds[name].values[reference.SAMPLE]
+        assert np.isfinite(got).sum() == np.isfinite(expected[name]).sum() > 2000, name
+        np.testing.assert_allclose(got, expected[name], rtol=0, atol=1e-4, err_msg=name)

@@ -34,7 +34,8 @@ def test_64_clients_for_60_s_while_a_job_writes(checkpoint, drivers, tmp_path):
     points = [("point", f"/flux?lat={float(cube.lat[a])}&lon={float(cube.lon[b])}") for a, b in zip(i, j, strict=True)]
     boxes = [("bbox", f"/flux/bbox?bbox={w:.2f},45.4,{w + 0.2:.2f},45.6&aggregate=total") for w in (10.4, 10.6, 10.8)]
     paths = [points[k % len(points)] if k % 8 else boxes[k // 8 % len(boxes)] for k in range(512)]
-    env = {"TAMRL_JOB_CHUNKS": "[60, 2, 2]"}  # 8 tiles
+    # 8 tiles; the job's cube holds the same cells and days, so queries keep to the default cube
+    env = {"TAMRL_JOB_CHUNKS": "[60, 2, 2]", "TAMRL_DEFAULT_CUBE": "garda"}
     # the job on a LocalCluster worker: the server's memory is then the service's alone
     server, port = start_server(["--cubes", str(cubes), "--drivers", drivers, "--workers", "1"], env)
     base = f"http://127.0.0.1:{port}"

@@ -19,13 +19,15 @@ import numpy as np
 import pytest
 import schemathesis
 import xarray as xr
-from conftest import GARDA, job_outcome, upscale_job
+from conftest import GARDA, job_outcome, served_cubes, upscale_job
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance, use_after_free
+from schemathesis.generation.meta import ParameterLocation
 
 from jobs import engine, grid
 from jobs.records import JobStore
+from service import queries
 from service.api import create_app
 from service.schemas import UpscaleRequest
 from service.settings import Settings
@@ -38,10 +40,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is current
 
 @pytest.fixture(scope="module")
 def cubes(checkpoint, drivers, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cubes")
-    upscale_job(checkpoint, drivers, GARDA, START, END, root / "garda.zarr", workers=0, chunk=(None, 4, 4),
-                   progress=False)  # fmt: skip
-    return root
+    return served_cubes(tmp_path_factory.mktemp("cubes"), checkpoint, drivers, START, END)
 
 
 def service(cubes: Path, checkpoint, drivers, **kw) -> Settings:
@@ -158,6 +157,15 @@ def test_bbox_total_and_mean_are_area_weighted(client, garda):
     assert float(np.nanmin(garda.GPP.values)) <= gpp <= float(np.nanmax(garda.GPP.values))
 
 
+def test_totals_read_in_time_blocks_equal_the_whole_period_at_once(client, monkeypatch):
+    params = {"bbox": ",".join(map(str, GARDA)), "aggregate": "total", "cube": "garda"}
+    whole = client.get("/flux/bbox", params=params).json()  # 60 days: one block
+    monkeypatch.setattr(queries, "TIME_BLOCK", 7)  # 9 blocks, the last of 4 days
+    blocks = client.get("/flux/bbox", params=params).json()
+    for name in ("GPP", "RECO", "NEE"):
+        assert blocks["variables"][name]["value"] == pytest.approx(whole["variables"][name]["value"], rel=1e-12)
+
+
 @pytest.mark.parametrize(
     ("params", "status", "words"),
     [
@@ -238,12 +246,12 @@ def test_bad_job_requests_are_refused(client, change, words):
     assert words in response.json()["detail"]
 
 
-def test_a_job_whose_drivers_fall_short_fails_with_the_reason(client):
+def test_a_job_whose_drivers_fall_short_is_refused_with_the_reason(client, cubes):
     late = JOB | {"output": "late", "start": "2021-01-01", "end": "2021-01-02"}
-    job_id = client.post("/upscale", json=late).json()["id"]
-    job = job_outcome(client.get, f"/jobs/{job_id}")
-    assert job["state"] == "failed" and "do not cover" in job["error"]
-    assert client.get("/cubes/late").status_code == 404
+    refused = client.post("/upscale", json=late)
+    assert refused.status_code == 422 and "do not cover" in refused.json()["detail"]
+    assert str(cubes) not in refused.json()["detail"]
+    assert "late" not in [job["output"] for job in client.get("/jobs").json()]
 
 
 def test_another_request_onto_an_output_being_written_is_a_conflict(client):
@@ -287,6 +295,9 @@ def test_jobs_need_the_token_when_one_is_configured(cubes, checkpoint, drivers):
         assert locked.post("/upscale", json=JOB | {"output": "t"}, headers=wrong).status_code == 401
         right = {"Authorization": "Bearer s3cret"}
         job_id = locked.post("/upscale", json=JOB | {"output": "t"}, headers=right).json()["id"]
+        for path in ("/jobs", f"/jobs/{job_id}"):  # records show what clients asked for: token holders only
+            assert locked.get(path).status_code == 401 and locked.get(path, headers=wrong).status_code == 401
+            assert locked.get(path, headers=right).status_code == 200
         assert locked.delete(f"/jobs/{job_id}").status_code == 401
         assert locked.delete(f"/jobs/{job_id}", headers=right).status_code in (200, 409)
         assert locked.get("/flux", params=POINT).status_code == 200  # queries stay open
@@ -344,6 +355,13 @@ FUZZ_EXAMPLES = 25  # per operation: bounded so CI stays quick
 TOKEN = "s3cret"
 
 
+def with_token(case) -> dict[str, str]:
+    """The job token as a header, unless the case's headers are deliberately invalid (a missing Authorization
+    header must then stay missing, and get 401)."""
+    negative = case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER)
+    return {} if negative else {"Authorization": f"Bearer {TOKEN}"}
+
+
 @pytest.fixture(scope="module")
 def locked(cubes, checkpoint, drivers):
     """The service with a job token, so the fuzzer also checks that invalid tokens are refused."""
@@ -360,7 +378,7 @@ def test_fuzzed_requests_never_get_a_5xx_and_match_the_schema(locked):
         @given(case=operation.as_strategy())
         @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def check(case):
-            response = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
+            response = case.call(headers=with_token(case))
             calls.append(response.status_code)
             assert response.status_code < 500, f"{case.method} {case.formatted_path} {case.query}: {response.text}"
             # every default check but positive_data_acceptance: reversed dates, a point on water or a bbox off the
@@ -387,9 +405,10 @@ def test_the_mean_over_water_is_null_not_an_error(client, garda):
     c = cell(garda, **WATER)
     lat, lon = float(c.lat), float(c.lon)
     box = f"{lon - 0.025:.3f},{lat - 0.025:.3f},{lon + 0.025:.3f},{lat + 0.025:.3f}"  # exactly that cell
-    body = client.get("/flux/bbox", params={"bbox": box, "aggregate": "mean"}).json()
+    params = {"bbox": box, "cube": "garda"}  # west_garda, written by a job above, holds the cell too
+    body = client.get("/flux/bbox", params=params | {"aggregate": "mean"}).json()
     assert body["land_cells"] == 0 and body["variables"]["GPP"]["value"] is None
-    total = client.get("/flux/bbox", params={"bbox": box, "aggregate": "total"}).json()
+    total = client.get("/flux/bbox", params=params | {"aggregate": "total"}).json()
     assert total["variables"]["GPP"]["value"] == 0
 
 
@@ -417,9 +436,8 @@ def test_jobs_are_checked_before_they_are_accepted(client, cubes):
     assert too_many.status_code == 422 and "tiny has 3; give 1 to 3" in too_many.json()["detail"]
     taken = client.post("/upscale", json=JOB | {"output": "garda"})  # the served cube, made by another request
     assert taken.status_code == 409 and "holds a cube made by another request" in taken.json()["detail"]
-    late = client.post("/upscale", json=JOB | {"output": "late2", "start": "2021-01-01", "end": "2021-01-02"})
-    job = job_outcome(client.get, late.headers["location"])
-    assert job["state"] == "failed" and str(cubes) not in job["error"]
+    years = client.post("/upscale", json=JOB | {"output": "late2", "support_years": [2020]})  # 2020 is not whole
+    assert years.status_code == 422 and "support years 2020" in years.json()["detail"]
 
 
 STATEFUL_EXAMPLES = 30  # sequences of at most 10 calls: bounded so CI stays quick
@@ -445,7 +463,7 @@ def test_stateful_fuzzing_of_jobs_never_gets_a_5xx(cubes, checkpoint, drivers, t
             store._refresh_live()
 
         def get_call_kwargs(self, case):
-            return {"headers": {"Authorization": f"Bearer {TOKEN}"}}
+            return {"headers": with_token(case)}
 
         def after_call(self, response, case):
             super().after_call(response, case)

@@ -7,4 +7,4 @@ module here with its ``router``, added to `service.api.ROUTERS`. Handlers take t
 
 from service.schemas import Problem
 
-PROBLEMS = {status: {"model": Problem} for status in (400, 401, 404, 409, 413, 422, 503)}  # every error body
+PROBLEMS = {status: {"model": Problem} for status in (400, 401, 404, 408, 409, 413, 422, 429, 503)}  # error bodies
