@@ -37,7 +37,7 @@ class JobState(StrEnum):
 LIVE = (JobState.accepted, JobState.running)
 ENDED = (JobState.successful, JobState.failed, JobState.dismissed)
 QUOTA_RETRY_S = 60  # what a 429 for too many live jobs asks a client to wait
-INTERNAL_COLUMNS = ("request_key", "client")  # kept in the table, not in a JobRecord
+INTERNAL_COLUMNS = ("request_key", "client", "finishing")  # kept in the table, not in a JobRecord
 OLD_SERVER_FIELDS = ("output", "out", "checkpoint_path")  # in the requests that tamrl 0.x stored: dropped on reading
 
 _SCHEMA = """
@@ -99,6 +99,7 @@ class JobStore:
         with self._connect() as db:
             db.executescript(_SCHEMA)
             _add_column(db, "client", "TEXT NOT NULL DEFAULT ''")  # who submitted a job, for quotas
+            _add_column(db, "finishing", "INTEGER NOT NULL DEFAULT 0")  # a job claiming its completion
         self._refresh_live()
 
     def live_outputs(self) -> frozenset[str]:
@@ -167,11 +168,11 @@ class JobStore:
         return [_record(row) for row in rows]
 
     def start(self, job_id: str) -> bool:
-        """Mark a live job running; False if it was dismissed meanwhile (then it must not run)."""
+        """Mark a live job running (not yet finishing); False if it was dismissed meanwhile (then it must not run)."""
         now = _now()
         with self._connect() as db:
             cur = db.execute(
-                "UPDATE jobs SET state = ?, started = COALESCE(started, ?), updated = ? "
+                "UPDATE jobs SET state = ?, started = COALESCE(started, ?), updated = ?, finishing = 0 "
                 "WHERE id = ? AND state IN (?, ?)",
                 (JobState.running, now, now, job_id, *LIVE),
             )
@@ -185,6 +186,16 @@ class JobStore:
                 (done, total, _now(), job_id),
             )
 
+    def finishing(self, job_id: str) -> bool:
+        """Claim a running job's completion, in one statement: True if it is running (it is marked finishing, and
+        from then on cannot be dismissed), False if it was dismissed (then its cube must not be completed)."""
+        with self._connect() as db:
+            cur = db.execute(
+                "UPDATE jobs SET finishing = 1, updated = ? WHERE id = ? AND state = ?",
+                (_now(), job_id, JobState.running),
+            )
+        return cur.rowcount == 1
+
     def finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
         """Record a job's end: successful, failed (with ``error``) or dismissed. A dismissed job stays dismissed."""
         now = _now()
@@ -196,18 +207,27 @@ class JobStore:
         self._refresh_live()
 
     def dismiss(self, job_id: str) -> JobRecord:
-        """Dismiss a live job (its runner stops between tiles); dismissing a dismissed job changes nothing.
+        """Dismiss a live job (its runner stops between tiles, and never completes its cube); dismissing a dismissed
+        job changes nothing.
 
-        Raises ConflictError for a job that already succeeded or failed: there is nothing left to stop.
+        Raises ConflictError for a job that already succeeded or failed, or that is finishing (has computed every
+        tile and claimed its completion, `finishing`): there is nothing left to stop.
         """
         now = _now()
         with self._connect() as db:
             db.execute(
-                "UPDATE jobs SET state = ?, updated = ?, finished = ? WHERE id = ? AND state IN (?, ?)",
+                "UPDATE jobs SET state = ?, updated = ?, finished = ? WHERE id = ? AND state IN (?, ?) "
+                "AND finishing = 0",
                 (JobState.dismissed, now, now, job_id, *LIVE),
             )
+            finishing = db.execute("SELECT finishing FROM jobs WHERE id = ?", (job_id,)).fetchone()
         self._refresh_live()
         record = self.get(job_id)
+        if record.state in LIVE and finishing["finishing"]:
+            raise ConflictError(
+                f"job {job_id} has computed every tile and is completing its cube; it can no longer be stopped "
+                "(its cube is served once complete)"
+            )
         if record.state not in (JobState.dismissed, *LIVE):
             raise ConflictError(f"job {job_id} has already ended ({record.state}); there is nothing to stop")
         return record

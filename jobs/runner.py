@@ -3,10 +3,13 @@
 A job runs `jobs.engine.upscale` with its record's request and the `Resources` the runner resolves for it (the
 service's drivers, the checkpoint file behind the request's name, the output store behind the record's name);
 progress goes to the record after every tile, and a
-job whose record was dismissed stops between tiles (the engine's ``stop`` hook), keeping its finished tiles. Jobs
-queue in submission order on a single thread, so two jobs never compete for the cluster. A service that was
-killed leaves its running job in the ``running`` state; `JobRunner.resume` queues it again, and the engine's
-ledger skips the tiles it had finished.
+job whose record was dismissed stops between tiles (the engine's `JobHooks`), keeping its finished tiles; its cube
+is completed only after the record has atomically claimed the completion (`JobStore.finishing`), so a dismissed
+job's cube is never completed nor served. Jobs queue in submission order on a single thread, so two jobs never
+compete for the cluster. A service that was killed leaves its running job in the ``running`` state; `JobRunner.start`
+queues it again, the job takes its own output lease at once (the lease's owner is the job id, whatever the host or
+process), and the engine's ledger skips the tiles it had finished. Errors are stored without server paths
+(`jobs.redact`).
 """
 
 import logging
@@ -20,8 +23,9 @@ from distributed import LocalCluster
 from fsspec.implementations.local import LocalFileSystem
 
 from jobs.cluster import local_cluster
-from jobs.engine import Cancelled, upscale
+from jobs.engine import Cancelled, JobHooks, upscale
 from jobs.records import JobRecord, JobState, JobStore
+from jobs.redact import public_message
 from jobs.request import Resources
 from tamrl.checkpoint import resolve, shipped_names
 from tamrl.errors import CheckpointError, ConfigError, TamrlError
@@ -55,6 +59,13 @@ class RunnerConfig:
         out = resolve_output(self.cubes, record.output)[1]
         file = self.checkpoint_file(record.request.checkpoint)
         return Resources(drivers=self.drivers, out=out, checkpoint_file=file, chunks=self.chunks)
+
+    def public_names(self, record: JobRecord) -> dict[str, str]:
+        """The server's places a job's messages may name, each with the name a client may see."""
+        names = {self.cubes: "<cubes>", resolve_output(self.cubes, record.output)[1]: f"{record.output}.zarr"}
+        names |= {url: "<drivers>" for url in self.drivers}
+        names |= {str(resolve(name)): name for name in shipped_names()} | {f: n for n, f in self.checkpoints.items()}
+        return names | ({self.scheduler: "<scheduler>"} if self.scheduler else {})
 
 
 class JobRunner:
@@ -106,33 +117,31 @@ class JobRunner:
             return  # dismissed while it waited
         record = self.store.get(job_id)
         try:
-            resources = self.config.resources(record)
-        except TamrlError as exc:  # a checkpoint the service no longer has
-            self.store.finish(job_id, JobState.failed, str(exc))
-            return
-        try:
-            upscale(
-                record.request, resources, workers=0 if self.scheduler is None else None, scheduler=self.scheduler,
-                progress=False, on_progress=lambda done, total: self.store.progress(job_id, done, total),
-                stop=lambda: self._closing.is_set() or self.store.get(job_id).state == JobState.dismissed,
-            )  # fmt: skip
+            self._upscale(record)
         except Cancelled:
             log.info("job %s stopped between tiles (%s)", job_id, "shutdown" if self._closing.is_set() else "dismissed")
         except TamrlError as exc:
-            self.store.finish(job_id, JobState.failed, _public(str(exc), resources, record))
+            self._fail(record, str(exc))
         except Exception as exc:  # any failure must reach the record, not vanish with the thread
             log.exception("job %s failed", job_id)
-            self.store.finish(job_id, JobState.failed, _public(f"{type(exc).__name__}: {exc}", resources, record))
+            self._fail(record, f"{type(exc).__name__}: {exc}")
         else:
             self.store.finish(job_id, JobState.successful)
 
+    def _upscale(self, record: JobRecord) -> None:
+        """Run ``record``'s job, owning the output's lease by its id; Cancelled once dismissed or shutting down."""
+        job_id = record.id
+        hooks = JobHooks(
+            on_progress=lambda done, total: self.store.progress(job_id, done, total),
+            stop=lambda: self._closing.is_set() or self.store.get(job_id).state == JobState.dismissed,
+            finishing=lambda: self.store.finishing(job_id),
+        )
+        upscale(record.request, self.config.resources(record), workers=0 if self.scheduler is None else None,
+                scheduler=self.scheduler, progress=False, hooks=hooks, owner=job_id)  # fmt: skip
 
-def _public(message: str, resources: Resources, record: JobRecord) -> str:
-    """``message`` with the server's output store and checkpoint file named as the client named them. The engine's
-    messages may name them (a cube of another spec, a checkpoint that changed while the job ran)."""
-    return message.replace(resources.out, record.output).replace(
-        resources.checkpoint_file or record.request.checkpoint, record.request.checkpoint
-    )
+    def _fail(self, record: JobRecord, message: str) -> None:
+        """Record the job as failed with ``message``, its server paths, URLs and addresses hidden."""
+        self.store.finish(record.id, JobState.failed, public_message(message, self.config.public_names(record)))
 
 
 def resolve_output(root: str, name: str) -> tuple[str, str]:

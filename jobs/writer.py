@@ -9,11 +9,9 @@ consolidates the metadata once every tile is in the ledger. Re-running a job wit
 """
 
 import json
-import os
-import socket
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -23,7 +21,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
-from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from jobs import grid, static
@@ -32,7 +29,7 @@ from jobs.request import JobRequest
 from jobs.tiles import CubeExtent, Tile, plan_tiles
 from tamrl import __version__
 from tamrl.checkpoint import FLUXNET_ATTRIBUTION
-from tamrl.errors import ConfigError, ConflictError, DataError
+from tamrl.errors import ConfigError, DataError
 from tamrl.features import FEATURE_SETS
 
 LEDGER = "_ledger"  # Zarr group holding one marker object per finished tile
@@ -227,70 +224,6 @@ def _create(url: str, spec: CubeSpec, igbp: xr.DataArray, extra_attrs: dict | No
     # the spec goes in last: a template interrupted before this point is never taken for a complete one
     group.attrs["tamrl_spec"] = spec.model_dump_json()
     return cube
-
-
-@contextmanager
-def exclusive(url: str, storage_options: dict | None = None) -> Iterator[None]:
-    """Hold the lock ``<url>.lock`` while one job writes the cube at ``url``; ConflictError if another job holds it.
-
-    The lock names its holder's host and process. One left by a process that died on this host is taken over; one
-    from another host is honoured until deleted. On a local disk taking the lock is atomic; on an object store it is
-    a check then a write, so two jobs started in the same instant could both get it.
-    """
-    fs, root = _fs(url, storage_options)
-    path = f"{root.rstrip('/')}.lock"
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": datetime.now(UTC).isoformat(timespec="seconds")}
-    for _ in range(2):
-        if _try_lock(fs, path, me):
-            break
-        holder = _holder(fs, path)
-        if holder.get("host") == me["host"] and not _alive(holder.get("pid")):
-            fs.rm_file(path)  # its process is gone: a killed job
-            continue
-        raise ConflictError(
-            f"another tamrl job (pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}) is "
-            f"writing {url}; wait for it to end or stop it (if it is gone, delete {path})"
-        )
-    try:
-        yield
-    finally:
-        with suppress(OSError):
-            fs.rm_file(path)
-
-
-def _try_lock(fs: fsspec.AbstractFileSystem, path: str, me: dict) -> bool:
-    body = json.dumps(me).encode()
-    if isinstance(fs, LocalFileSystem):
-        fs.makedirs(fs._parent(path), exist_ok=True)
-        try:
-            with open(path, "xb") as f:  # O_EXCL: atomic
-                f.write(body)
-        except FileExistsError:
-            return False
-        return True
-    if fs.exists(path):
-        return False
-    fs.pipe_file(path, body)
-    return True
-
-
-def _holder(fs: fsspec.AbstractFileSystem, path: str) -> dict:
-    try:
-        return json.loads(fs.cat_file(path))
-    except (OSError, ValueError):
-        return {}
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager

@@ -59,8 +59,8 @@ class QuotaError(RetryLater):
 
 
 class UnavailableError(TamrlError):
-    """Storage the service reads cannot be read now (a missing or unreadable folder, an unreachable bucket): the
-    operator's to fix, or to retry later; the log names the cause."""
+    """Storage the service reads cannot be read now (a missing or unreadable folder, an unreachable bucket), or a job
+    lost its Dask scheduler: the operator's to fix, or to retry later; the log names the cause."""
 
 
 def validation_message(errors: Iterable[Mapping[str, Any]], whole: str) -> str:

@@ -1,10 +1,14 @@
 """Shared test fixtures: the small real subset under tests/data (five FLUXNET2015 sites with MODIS), and for the
 engine and the service a tiny checkpoint and synthetic drivers around Lake Garda."""
 
+import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import fsspec
 import pytest
 import torch
 
@@ -77,6 +81,33 @@ def upscale_job(checkpoint, drivers, bbox, start, end, out, **options):
         drivers=tuple(map(str, drivers)), out=str(out), **{k: options.pop(k) for k in RESOURCE_FIELDS if k in options}
     )
     return upscale(request, resources, **options)
+
+
+def leftover(url: str, owner: str, host: str, pid: int, expires_in: float) -> None:
+    """The lock that a job that died left beside the cube at ``url`` (a path or fsspec URL): its lease ends
+    ``expires_in`` seconds from now."""
+    now = datetime.now(UTC)
+    holder = {"owner": owner, "token": "a-dead-job", "host": host, "pid": pid, "since": (now - timedelta(minutes=5))
+              .isoformat(), "expires": (now + timedelta(seconds=expires_in)).isoformat()}  # fmt: skip
+    with fsspec.open(f"{url}.lock", "w", auto_mkdir=True) as f:
+        f.write(json.dumps(holder))
+
+
+def race(url: str) -> list[str]:
+    """Eight jobs take the lock of the cube at ``url`` at once; the owners that got it."""
+    from jobs.lock import Lease
+    from tamrl.errors import ConflictError
+
+    def take(i: int) -> str | None:
+        lease = Lease(url, f"job-{i}")
+        try:
+            lease.acquire()
+        except ConflictError:
+            return None
+        return lease.me.owner
+
+    with ThreadPoolExecutor(8) as pool:
+        return [owner for owner in pool.map(take, range(8)) if owner]
 
 
 def served_cubes(folder: Path, checkpoint, drivers, start: str, end: str) -> Path:

@@ -325,11 +325,11 @@ def test_progress_is_reported_and_stop_ends_the_job_between_tiles(cube, checkpoi
     out, seen = tmp_path / "stopped.zarr", []
     report = lambda done, total: seen.append((done, total))  # noqa: E731
     with pytest.raises(engine.Cancelled, match="run it again to resume"):
-        run(checkpoint, drivers, out, on_progress=report, stop=lambda: len(seen) > 1)  # stop after the first tile
+        run(checkpoint, drivers, out, hooks=engine.JobHooks(on_progress=report, stop=lambda: len(seen) > 1))  # 1 tile
     assert seen == [(0, 2), (1, 2)], seen
     assert xr.open_zarr(out, consolidated=False).attrs["tamrl_complete"] == 0  # not marked complete
     seen.clear()
-    summary = run(checkpoint, drivers, out, on_progress=report)
+    summary = run(checkpoint, drivers, out, hooks=engine.JobHooks(on_progress=report))
     assert seen == [(1, 2), (2, 2)] and summary.tiles_computed == 1
     np.testing.assert_array_equal(xr.open_zarr(out).GPP.values, cube[0].GPP.values)
 
