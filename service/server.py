@@ -4,8 +4,8 @@ uvicorn's httptools protocol accepts a request line and headers of any size and 
 client can hold connections open for ever (a slow trickle of header bytes) or make the server buffer a 4 MiB header.
 `GuardedHttpTools` adds, per request:
 
-- a size limit on the request line and headers (``max_head`` bytes, counted as they arrive): past it the server
-  answers 431 and closes the connection;
+- a size limit on the request line and headers (``max_head`` bytes, counted as they arrive, before they are
+  parsed, so a head that comes in one read counts too): past it the server answers 431 and closes the connection;
 - a deadline for them (``head_timeout`` seconds from the connection's start, or from the first byte of a later
   request on a kept-alive connection): past it the server answers 408 and closes the connection.
 
@@ -32,7 +32,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.max_head, self.head_timeout = max_head, head_timeout
         self._head_bytes = 0
-        self._in_head = False
+        self._in_head = False  # the deadline runs: from a connection's start or a request's first byte
+        self._before_body = True  # bytes received are a request line or headers (not a body)
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -44,11 +45,13 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)  # parses, calling on_message_begin and on_headers_complete as they come
-        if self._in_head and not self.transport.is_closing():
-            self._head_bytes += len(data)
+        if self._before_body:
+            end = data.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else end + 4
             if self._head_bytes > self.max_head:
                 self._refuse(b"431 Request Header Fields Too Large", f"over {self.max_head:,} bytes of headers")
+                return
+        super().data_received(data)  # parses, calling on_message_begin and on_headers_complete as they come
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -57,10 +60,15 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._stop_head()
+        self._before_body = False
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._before_body, self._head_bytes = True, 0
+
     def _start_head(self) -> None:
-        self._in_head, self._head_bytes = True, 0
+        self._in_head = True
         self._head_timer = self.loop.call_later(self.head_timeout, self._too_slow)
 
     def _stop_head(self) -> None:

@@ -142,6 +142,8 @@ def test_a_4_mib_header_is_refused_and_slow_heads_and_bodies_time_out(server):
     _, port = server
     big, _ = raw(port, b"GET /cubes HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (4 << 20) + b"\r\n\r\n")
     assert big.startswith(b"HTTP/1.1 431 ")
+    whole, _ = raw(port, b"GET /cubes HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (20 << 10) + b"\r\n\r\n")
+    assert whole.startswith(b"HTTP/1.1 431 ")  # a head over the limit that arrives in one read
     slow_head, took = raw(port, b"GET /cubes HTTP/1.1\r\nHost: x\r\n", b"X-Slow: " + b"a" * 40)
     assert slow_head.startswith(b"HTTP/1.1 408 ") and took < 3
     head = f"POST /upscale HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n"
