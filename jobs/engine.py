@@ -33,6 +33,7 @@ from tamrl.errors import UnavailableError
 
 TASKS_PER_SLOT = 3  # tasks per task slot a job is split into at least: equal shares keep every worker busy
 MIN_PART_CELLS = 64  # cells: a tile is never split finer (each part reads its own drivers window)
+LOST_SCHEDULER_WAIT_S = 5.0  # after a connection error, how long the client may take to notice a lost scheduler
 
 
 @dataclass(frozen=True)
@@ -218,12 +219,21 @@ def _result(future: Future, client: Client) -> tuple[int, float]:
     try:
         return future.result()
     except (CancelledError, CommClosedError, OSError, TimeoutError) as exc:
-        if client.status == "running":
+        if not _scheduler_lost(client):
             raise
         raise UnavailableError(
             f"the job lost its Dask scheduler ({type(exc).__name__}); the tiles finished so far are kept: check "
             "that the cluster is up, then run the job again to resume"
         ) from exc
+
+
+def _scheduler_lost(client: Client) -> bool:
+    """Whether the client has lost its scheduler. A result's connection error can come before the client notices
+    (a worker's connection reset as the scheduler dies), so it is given LOST_SCHEDULER_WAIT_S to notice."""
+    deadline = time.monotonic() + LOST_SCHEDULER_WAIT_S
+    while client.status == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return client.status != "running"
 
 
 def _submit(client: Client, cube: Cube, tiles: list[Tile], job: TileJob, count: int) -> list:
