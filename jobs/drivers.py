@@ -195,18 +195,19 @@ def _group_by_grid(urls: tuple[str, ...], storage_options: dict | None) -> list[
 
 
 def _source(urls: tuple[str, ...], ds: xr.Dataset, options: AdapterOptions) -> Source:
-    """The canonical daily variables of one opened group, from every gridded adapter that recognises it (a
+    """The canonical daily variables of one opened group, from every gridded adapter whose variables it holds (a
     variable from the first of them, in `jobs.adapters.GRIDDED` order)."""
     arrays, used, notes = {}, {}, []
     for name, adapter in GRIDDED.items():
-        if adapter.recognises(ds):
+        if any(name in ds for name in adapter.variables):
             made = adapter.canonical(ds, urls, getattr(options, name))
             arrays |= {key: da for key, da in made.arrays.items() if key not in arrays}
             used[name] = made.options
             notes += [made.note] if made.note else []
     if not arrays:
+        sources = " or ".join(f"{a.source} ({', '.join(a.variables)})" for a in GRIDDED.values())
         raise DataError(
-            f"{', '.join(urls)} hold none of the drivers: give {' or '.join(a.inputs for a in GRIDDED.values())}; "
+            f"{', '.join(urls)} hold none of the drivers: give {sources}; "
             f"found {', '.join(map(str, ds.data_vars)) or 'none'}"
         )
     arrays = {name: _wrapped(da) for name, da in arrays.items()}

@@ -1,9 +1,10 @@
 """What a driver adapter is: the two roles a source can play, and what a gridded one hands `jobs.drivers`.
 
-A **gridded** adapter (`GridAdapter`) recognises an opened NetCDF/Zarr dataset of its source and turns it, lazily,
-into canonical daily variables; `jobs.drivers.GridDrivers` tries them on every driver grid. A **delivered** adapter
-(`FileAdapter`) reads its product's files as users receive them (HDF4-EOS granules, AppEEARS GeoTIFFs), one day at
-a time, into canonical daily variables on the 0.05 deg cells of a bbox; `jobs.ingest` writes those into a store.
+A **gridded** adapter (`GridAdapter`) names the variables of its source and turns an opened NetCDF/Zarr dataset that
+holds any of them, lazily, into canonical daily variables; `jobs.drivers.GridDrivers` tries them on every driver
+grid. A **delivered** adapter (`FileAdapter`) reads its product's files as users receive them (HDF4-EOS granules,
+AppEEARS GeoTIFFs), one day at a time, into canonical daily variables on the 0.05 deg cells of a bbox; `jobs.ingest`
+writes those into a store.
 Either way the adapter owns its options: a closed, frozen pydantic model (unknown keys are errors), collected into
 `jobs.adapters.DriverOptions`.
 """
@@ -39,11 +40,8 @@ class GridAdapter(Protocol):
     """A source read in place from NetCDF/Zarr by `jobs.drivers.GridDrivers`."""
 
     Options: type[AdapterOptions]
-    inputs: str  # what it reads, for messages: "ERA5 fields (t2m, ...)"
-
-    def recognises(self, ds: xr.Dataset) -> bool:
-        """Whether ``ds`` holds variables of this source."""
-        ...
+    source: str  # what it reads, for messages: "ERA5 fields"
+    variables: tuple[str, ...]  # the dataset variables it reads: a dataset holding any of them is of this source
 
     def canonical(self, ds: xr.Dataset, urls: Sequence[str], options: AdapterOptions) -> Canonical:
         """The canonical daily variables of ``ds`` (opened from ``urls``), or DataError saying what to fix."""

@@ -29,10 +29,8 @@ class CanonicalAdapter:
     """Canonical daily variables (`NAMES`), checked and labelled by their UTC day."""
 
     Options = CanonicalOptions
-    inputs = f"canonical daily variables ({', '.join(NAMES)})"
-
-    def recognises(self, ds: xr.Dataset) -> bool:
-        return any(name in ds for name in NAMES)
+    source = "canonical daily variables"
+    variables = NAMES
 
     def canonical(self, ds: xr.Dataset, urls: Sequence[str], options: CanonicalOptions) -> Canonical:
         arrays = {}

@@ -27,10 +27,8 @@ class Era5Adapter:
     """ERA5 and ERA5-Land fields (`INPUTS`) to daily TA, SW_IN, VPD."""
 
     Options = Era5Options
-    inputs = f"ERA5 fields ({', '.join(INPUTS)})"
-
-    def recognises(self, ds: xr.Dataset) -> bool:
-        return any(name in ds for name in INPUTS)
+    source = "ERA5 fields"
+    variables = INPUTS
 
     def canonical(self, ds: xr.Dataset, urls: Sequence[str], options: Era5Options) -> Canonical:
         daily = daily_drivers(ds, options.accumulation)
