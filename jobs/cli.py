@@ -22,6 +22,7 @@ DEMO_YEAR = 2019
 DEMO_SEED = 0
 DEMO_BAND = 2.5  # deg of latitude generated and written at a time, to keep the demo's memory small
 DEMO_PRECISION = "bfloat16"  # all 10 members in float32 would take about 6 minutes on 2 cores, bfloat16 about 3
+TOTALS_LIMIT = 2_000_000_000  # values a CLI totals run may read (cells x days x 2 per variable): about 8 GB read
 DEMO_TILE_CHUNKS = 1  # 16 tiles of 2.5 x 2.5 deg rather than 4: a finer progress bar and an even load on 2 workers
 
 
@@ -95,6 +96,24 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 
+    p = subparsers.add_parser(
+        "totals", help="carbon totals (Tg C) over GeoJSON polygons, by period, with the ensemble's uncertainty",
+        description="Total a cube's GPP, RECO and NEE over each polygon of a GeoJSON file (cells weighted by the "
+        "covered fraction and their area on the sphere), for the whole period or per year, month or day, with the "
+        "ensemble members' spread and, for a calibrated checkpoint, the calibrated 90%% range. Writes CSV or JSON "
+        "by the --out suffix. See docs/ACCOUNTING.md.",
+    )  # fmt: skip
+    p.add_argument("--cube", required=True, metavar="URL", help="the cube (a path or fsspec URL)")
+    p.add_argument("--regions", required=True, type=Path,
+                   help="GeoJSON FeatureCollection, Feature or (Multi)Polygon in WGS84 degrees")
+    p.add_argument("--start", help="first day (default: the cube's first)")
+    p.add_argument("--end", help="last day, inclusive (default: the cube's last)")
+    p.add_argument("--freq", default="all", choices=["all", "year", "month", "day"],
+                   help="one row for the whole period, or one per year, month or day (default: %(default)s)")
+    p.add_argument("--variables", default="GPP,RECO,NEE", help="comma-separated fluxes (default: %(default)s)")
+    p.add_argument("--out", required=True, type=Path, help="the answer: FILE.csv or FILE.json")
+    p.set_defaults(func=cmd_totals)
+
 
 def cmd_upscale(args: argparse.Namespace) -> None:
     from jobs.cluster import cores
@@ -141,6 +160,33 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--options {args.options!r} is not JSON ({exc.msg}); e.g. '{{\"mod09ga\": {{}}}}'") from exc
     print(ingest(args.files, args.out, _numbers(args.bbox, "--bbox", float, 4), options, progress=not args.quiet))
+
+
+def cmd_totals(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
+    from jobs.regions import cell_weights, parse_regions
+    from jobs.reports import FORMATS, report
+    from jobs.totals import CubeSource, TotalsQuery, totals
+    from tamrl.errors import validation_message
+
+    kind = args.out.suffix.lstrip(".").lower()
+    if kind not in FORMATS:
+        raise ConfigError(f"--out {args.out} must end in {' or '.join('.' + k for k in FORMATS)}")
+    try:
+        query = TotalsQuery(start=args.start, end=args.end, freq=args.freq,
+                            variables=tuple(v.strip() for v in args.variables.split(",") if v.strip()))  # fmt: skip
+    except ValidationError as exc:
+        raise ConfigError(f"invalid options: {validation_message(exc.errors(), 'options')}") from exc
+    try:
+        regions = parse_regions(args.regions.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read --regions {args.regions}: {exc.strerror or exc}") from exc
+    source = CubeSource.open(args.cube)
+    results = totals(source, regions, [cell_weights(r) for r in regions], query, limit=TOTALS_LIMIT)
+    args.out.write_bytes(FORMATS[kind].render(report(source, query, results)))
+    rows = len(results[0].rows) if results else 0
+    print(f"wrote {len(results)} feature(s) x {rows} row(s) x {len(query.variables)} variable(s) to {args.out}")
 
 
 def demo_drivers(path: Path, start: str, end: str) -> Path:

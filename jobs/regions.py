@@ -111,6 +111,18 @@ def cell_weights(region: Region) -> CellWeights:
     return CellWeights(rows, cols, coverage, coverage * grid.cell_area_m2(grid.lat_coords()[rows]))
 
 
+def bbox_region(bbox: grid.Bbox) -> tuple[Region, CellWeights]:
+    """A bbox as a region of the cells whose centres lie inside it (`jobs.grid.bbox_slices`), each counted whole:
+    the cells a bbox query reads."""
+    rows, cols = grid.bbox_slices(bbox)
+    lat, lon = grid.lat_bounds()[rows], grid.lon_bounds()[cols]
+    outline = shapes.box(lon[0, 0], lat[-1, 1], lon[-1, 1], lat[0, 0])
+    r, c = (a.ravel() for a in np.meshgrid(np.arange(rows.start, rows.stop), np.arange(cols.start, cols.stop),
+                                           indexing="ij"))  # fmt: skip
+    ones = np.ones(len(r))
+    return Region(0, None, {}, outline), CellWeights(r, c, ones, grid.cell_area_m2(grid.lat_coords()[r]))
+
+
 def _part_weights(polygon: shapes.Polygon) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Global rows, columns and coverage fractions of the cells ``polygon`` covers."""
     rows, cols = _window(polygon.bounds)

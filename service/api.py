@@ -27,7 +27,7 @@ from service.admission import Admission
 from service.catalog import Catalog
 from service.dependencies import authorised, check_token
 from service.limits import BodyLimit, RateLimit
-from service.routes import PROBLEMS, cubes, flux, jobs
+from service.routes import PROBLEMS, cubes, flux, jobs, regions
 from service.settings import Settings
 from tamrl import __version__
 from tamrl.errors import (
@@ -61,7 +61,7 @@ ERROR_STATUS: dict[type[TamrlError], int] = {
     UnavailableError: 503,
 }
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
-ROUTERS = (cubes.router, flux.router, jobs.router)  # in the order their paths appear in the OpenAPI document
+ROUTERS = (cubes.router, flux.router, regions.router, jobs.router)  # in the order of their paths in the OpenAPI
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -91,7 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.catalog, app.state.store, app.state.runner = settings, catalog, store, runner
     app.state.admission = Admission(settings.max_concurrent_values, settings.admission_wait_s, settings.admission_queue)
     _errors(app)
-    app.add_middleware(BodyLimit, answer=error_response, timeout=settings.body_timeout_s)
+    larger = {"/flux/region": settings.max_region_bytes}
+    app.add_middleware(BodyLimit, answer=error_response, timeout=settings.body_timeout_s, larger=larger)
     if settings.rate_limit:
         app.add_middleware(RateLimit, answer=error_response, per_minute=settings.rate_limit)
     for router in ROUTERS:

@@ -28,35 +28,39 @@ class BodyLimit:
     The body (at most ``limit`` bytes) is read before the app runs and then replayed to it.
     """
 
-    def __init__(self, app: ASGIApp, answer: Answer, timeout: float, limit: int = MAX_BODY_BYTES):
-        self.app, self.answer, self.timeout, self.limit = app, answer, timeout, limit
+    def __init__(self, app: ASGIApp, answer: Answer, timeout: float, limit: int = MAX_BODY_BYTES,
+                 larger: dict[str, int] | None = None):  # fmt: skip
+        """``larger``: limits of paths whose bodies may exceed ``limit`` (a region's GeoJSON)."""
+        self.app, self.answer, self.timeout, self.limit, self.larger = app, answer, timeout, limit, larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.larger.get(scope["path"], self.limit)
+        too_large = TooLargeError(f"request bodies to {scope['path']} are limited to {limit:,} bytes")
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await self._refuse(TooLargeError(f"request bodies are limited to {self.limit:,} bytes"), send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await self._refuse(too_large, send)
         try:
-            messages = await asyncio.wait_for(self._body(receive), self.timeout)
+            messages = await asyncio.wait_for(self._body(receive, limit), self.timeout)
         except TimeoutError:
             return await self._refuse(SlowClientError(f"the request body took over {self.timeout:g} s to send"), send)
         if messages is None:
-            return await self._refuse(TooLargeError(f"request bodies are limited to {self.limit:,} bytes"), send)
+            return await self._refuse(too_large, send)
 
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
         await self.app(scope, replay, send)
 
-    async def _body(self, receive: Receive) -> list[Message] | None:
+    async def _body(self, receive: Receive, limit: int) -> list[Message] | None:
         """The request's messages up to the end of its body; None once they exceed ``limit`` bytes."""
         messages, size = [], 0
         while True:
             message = await receive()
             messages.append(message)
             size += len(message.get("body", b""))
-            if size > self.limit:
+            if size > limit:
                 return None
             if message["type"] != "http.request" or not message.get("more_body"):
                 return messages

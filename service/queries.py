@@ -147,11 +147,7 @@ def bbox_subset(catalog: Catalog, bbox: tuple[float, float, float, float], perio
     its own time coverage and bbox, and without server paths.
     """
     rows, cols = grid.bbox_slices(bbox)
-    cubes = [catalog.get(cube_name)] if cube_name else catalog.cubes()
-    holding = [c for c in cubes if _holds(c, rows, cols)]
-    if not holding:
-        raise NotFoundError(f"no cube holds the whole bbox {bbox}; cubes: {_extents(cubes)}")
-    cube, days = _choose(holding, period, f"bbox {bbox}", catalog.default)
+    cube, days = cube_holding(catalog, rows, cols, period, f"bbox {bbox}", cube_name)
     names = [v for name in variables for v in ((name, spread_of(name)) if spreads else (name,))]
     size = (rows.stop - rows.start) * (cols.stop - cols.start) * (days.stop - days.start) * len(names)
     if size > limit:
@@ -170,6 +166,17 @@ def bbox_subset(catalog: Catalog, bbox: tuple[float, float, float, float], perio
         "time_coverage_start": f"{times[0]:%Y-%m-%d}", "time_coverage_end": f"{times[-1]:%Y-%m-%d}",
     }  # fmt: skip
     return subset
+
+
+def cube_holding(catalog: Catalog, rows: slice, cols: slice, period: Period, what: str,
+                 cube_name: str | None = None) -> tuple[OpenCube, slice]:  # fmt: skip
+    """The cube named, or chosen by the module's rule among those holding all of global ``rows`` and ``cols``, and
+    its days of ``period``; ``what`` names the request in errors."""
+    cubes = [catalog.get(cube_name)] if cube_name else catalog.cubes()
+    holding = [c for c in cubes if _holds(c, rows, cols)]
+    if not holding:
+        raise NotFoundError(f"no cube holds the whole {what}; cubes: {_extents(cubes)}")
+    return _choose(holding, period, what, catalog.default)
 
 
 def regional(subset: xr.Dataset, variables: list[str], how: str) -> dict[str, dict]:

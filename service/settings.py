@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     max_aggregate_cells: int = Field(
         100_000_000, gt=0, description="largest bbox a total or mean reads, in pixel-days x variables"
     )
+    max_region_bytes: int = Field(
+        5_000_000, gt=0, description="largest POST /flux/region body, in bytes; larger ones get 413"
+    )
+    max_region_features: int = Field(1_000, gt=0, description="most features in one POST /flux/region body (413)")
+    max_region_vertices: int = Field(
+        200_000, gt=0, description="most vertices, all features together, in one POST /flux/region body (413)"
+    )
     cache_mb: int = Field(1024, ge=0, description="memory for decoded chunks of point queries")
     max_map_cells: int = Field(4_000_000, gt=0, description="largest map, in pixels; larger ones get 413")
     max_job_pixels: int = Field(
