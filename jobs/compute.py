@@ -3,8 +3,9 @@
 A task computes a `Part` of a tile: all of its cells, or one of ``count`` equal shares of them (so that a job of
 few tiles still gives every worker work). It reads the drivers of its cells for the period plus SPINUP_DAYS before
 it and for the support years; builds the features with `tamrl.features` exactly as `tamrl predict` does for one
-location; runs `Predictor.predict_arrays` (encoder once per pixel on its own support years, decoder over all days,
-ensemble mean and spread, GPP and RECO clipped, NEE by the checkpoint's rule); and drops the spin-up. A task gets
+location; runs `Predictor.ensemble_members` (encoder once per pixel on its own support years, decoder over all
+days, GPP and RECO clipped, NEE by the checkpoint's rule); drops the spin-up; and reduces the members to each
+output's statistic (`STATISTICS`: the daily ensemble mean and spread, each member's monthly means). A task gets
 only small, picklable arguments (its part and a `TileJob`); the model is loaded once per worker process and cached
 by checkpoint path and sha256, never shipped in the task graph.
 """
@@ -23,7 +24,7 @@ from jobs import grid, static
 from jobs.adapters.base import AdapterOptions
 from jobs.drivers import GridDrivers
 from jobs.grid import Bbox
-from jobs.outputs import OUTPUTS
+from jobs.outputs import OUTPUTS, month_starts
 from jobs.tiles import CubeExtent, Tile
 from tamrl.checkpoint import load_bundle
 from tamrl.errors import CheckpointError, DataError
@@ -31,12 +32,23 @@ from tamrl.features import MET, TARGETS, FeatureSet, dynamic_features, static_fe
 from tamrl.predict import Predictor
 
 SPINUP_DAYS = 90  # the decoder runs from this many days before the period; only the period is kept
-PIXEL_BATCH = 4096  # pixels per predict_arrays call: bounds a task's memory (members x pixels x days x 3 floats)
+PIXEL_BATCH = 4096  # pixels per model call: bounds a task's memory (members x pixels x days x 3 floats)
 KOPPEN_SEARCH = 10  # cells (0.5 deg): a land cell without a Koppen group takes the nearest group this close
-# what an output variable (`jobs.outputs.Output.statistic`) takes from the ensemble mean and spread of predict_arrays
-STATISTICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "mean": lambda mean, spread: mean,
-    "spread": lambda mean, spread: spread,
+
+
+def _monthly_means(members: np.ndarray, starts: np.ndarray, target: int) -> np.ndarray:
+    """Each member's mean of ``target`` over the days of each month: (months, members, cells)."""
+    sums = np.add.reduceat(members[..., target], starts, axis=2, dtype=np.float64)  # (members, cells, months)
+    return (sums / np.diff(starts, append=members.shape[2])).transpose(2, 0, 1)
+
+
+# what an output variable (`jobs.outputs.Output.statistic`) takes from the clipped members (members, cells, days,
+# targets) of the cube's days, given the position of each month's first day (`jobs.outputs.month_starts`) and the
+# index of the output's target: its values with the cells last, in the order of its dims ((days, cells), ...)
+STATISTICS: dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]] = {
+    "mean": lambda members, starts, target: members[..., target].mean(axis=0).T,
+    "spread": lambda members, starts, target: members[..., target].std(axis=0).T,
+    "members_monthly": _monthly_means,
 }
 MODEL_CACHE = 2  # checkpoints (at a precision and device) a worker keeps loaded: a job's, and the one before it
 KOPPEN_FALLBACK = (
@@ -66,6 +78,16 @@ class TileJob:
         """Days in the output period."""
         return (self.end - self.start).days + 1
 
+    @property
+    def month_starts(self) -> np.ndarray:
+        """Positions of the first day of each calendar month in the output period (`jobs.outputs.month_starts`)."""
+        return month_starts(pd.date_range(self.start, self.end, freq="D"))
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The sizes of the outputs' dimensions other than lat and lon."""
+        return {"time": self.days, "month": len(self.month_starts), "member": self.members}
+
 
 @dataclass(frozen=True)
 class Part:
@@ -78,12 +100,12 @@ class Part:
 
 @dataclass(frozen=True)
 class PartResult:
-    """The outputs of a part's cells: tile rows and columns, values per variable (day, cell), the model's time."""
+    """The outputs of a part's cells: tile rows and columns, values per variable (..., cell), the model's time."""
 
     ii: np.ndarray
     jj: np.ndarray
-    values: dict[str, np.ndarray]  # `jobs.outputs.OUTPUTS` name -> (days, cells) of its dtype
-    model_seconds: float  # in predict_arrays: the bare model, for the job's efficiency
+    values: dict[str, np.ndarray]  # `jobs.outputs.OUTPUTS` name -> (days, cells) or (months, members, cells)
+    model_seconds: float  # in the model (ensemble_members): the bare model, for the job's efficiency
 
     @property
     def pixels(self) -> int:
@@ -104,25 +126,25 @@ def compute_part(part: Part, job: TileJob) -> PartResult:
     """The output variables of the part's cells (see the module docstring)."""
     predictor = cached_predictor(job.checkpoint, job.sha256, job.members, job.precision, job.device)
     ii, jj, x, x_support, statics = part_features(part, job, predictor.fs)
-    values = {name: np.empty((job.days, len(ii)), o.dtype) for name, o in OUTPUTS.items()}
-    seconds = 0.0
+    values = {name: np.empty(o.shape(job.sizes, (len(ii),)), o.dtype) for name, o in OUTPUTS.items()}
+    starts, seconds = job.month_starts, 0.0
     for lo in range(0, len(ii), PIXEL_BATCH):
         batch = slice(lo, lo + PIXEL_BATCH)
         started = time.perf_counter()
-        ensemble = predictor.predict_arrays(x[batch], statics[batch], x_support[batch])
+        members = predictor.ensemble_members(x[batch], statics[batch], x_support[batch])[:, :, SPINUP_DAYS:]
         seconds += time.perf_counter() - started
         for name, o in OUTPUTS.items():
-            statistic = STATISTICS[o.statistic](*ensemble)  # (cells, days, targets)
-            values[name][:, batch] = statistic[:, SPINUP_DAYS:, TARGETS.index(o.target)].T
+            values[name][..., batch] = STATISTICS[o.statistic](members, starts, TARGETS.index(o.target))
     return PartResult(ii, jj, values, seconds)
 
 
-def tile_values(tile: Tile, days: int, results: Sequence[PartResult]) -> dict[str, np.ndarray]:
-    """The whole tile's variables ((time, lat, lon), the fill where not computed) from the results of its parts."""
-    values = {name: np.full((days, *tile.shape), o.fill, o.dtype) for name, o in OUTPUTS.items()}
+def tile_values(tile: Tile, sizes: dict[str, int], results: Sequence[PartResult]) -> dict[str, np.ndarray]:
+    """The whole tile's variables (dims as `jobs.outputs.Output.dims`, the fill where not computed) from the
+    results of its parts; ``sizes``: those of the dimensions other than lat and lon (`TileJob.sizes`)."""
+    values = {name: np.full(o.shape(sizes, tile.shape), o.fill, o.dtype) for name, o in OUTPUTS.items()}
     for result in results:
         for name, cells in result.values.items():
-            values[name][:, result.ii, result.jj] = cells
+            values[name][..., result.ii, result.jj] = cells
     return values
 
 

@@ -48,7 +48,7 @@ class Summary:
     pixels_computed: int  # in this run
     days: int
     seconds: float  # wall time of the whole job
-    model_seconds: float = 0.0  # in the model itself (predict_arrays), summed over tasks
+    model_seconds: float = 0.0  # in the model itself (Predictor.ensemble_members), summed over tasks
     slots: int = 1  # tasks run at once
     notes: tuple[str, ...] = ()  # what was dropped from the drivers (`GridDrivers.notes`)
 
@@ -172,9 +172,9 @@ def _finalize(cube: Cube, lease: Lease, hooks: JobHooks) -> None:
     cube.finalize()
 
 
-def write_tile(cube: Cube, tile: Tile, days: int, *results: PartResult) -> tuple[int, float]:
+def write_tile(cube: Cube, tile: Tile, *results: PartResult) -> tuple[int, float]:
     """Gather a tile's parts, write the tile and mark it finished; returns its pixels computed and model seconds."""
-    cube.write_tile(tile, tile_values(tile, days, results))
+    cube.write_tile(tile, tile_values(tile, cube.spec.sizes, results))
     return sum(r.pixels for r in results), sum(r.model_seconds for r in results)
 
 
@@ -199,7 +199,7 @@ def _run(
     _check_stop(stop)
     if scheduler is None and workers == 0:
         for tile in tiles:
-            yield (*write_tile(cube, tile, job.days, compute_part(Part(tile), job)), 1)
+            yield (*write_tile(cube, tile, compute_part(Part(tile), job)), 1)
             _check_stop(stop)
         return
     with job_client(workers, scheduler) as client:
@@ -241,7 +241,7 @@ def _submit(client: Client, cube: Cube, tiles: list[Tile], job: TileJob, count: 
     writes = []
     for tile in tiles:
         results = [client.submit(compute_part, Part(tile, i, count), job, pure=False) for i in range(count)]
-        writes.append(client.submit(write_tile, cube, tile, job.days, *results, pure=False))
+        writes.append(client.submit(write_tile, cube, tile, *results, pure=False))
     return writes
 
 

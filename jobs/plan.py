@@ -2,12 +2,14 @@
 
 `plan_job` checks the job as the engine does (`jobs.prepare`), counts tiles and land pixels, estimates the bytes
 read (the drivers' daily values at their own resolution, for the run days and the support years) and written (the
-output variables, uncompressed), and calibrates the wall time by running the real tile pipeline (driver
-read, features, model) on a sample of the job's own pixels on this machine, one torch thread, as one worker would.
+output variables, uncompressed: the daily ones and the members' monthly means), and calibrates the wall time by
+running the real tile pipeline (driver read, features, model) on a sample of the job's own pixels on this machine,
+one torch thread, as one worker would.
 The estimate assumes the workers scale linearly and are as fast as this machine's cores; it leaves out the Zarr
 writes, which the engine benchmark measured as a few percent of the time.
 """
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -73,8 +75,8 @@ def plan_job(request: JobRequest, resources: Resources, workers: int = 1) -> Pla
     rows, cols = grid.bbox_slices(request.bbox)
     lat, lon = grid.lat_coords()[rows], grid.lon_coords()[cols]
     read = sum(_window_bytes(prepared.drivers, name, lat, lon, days) for name in fs.required)
-    itemsizes = sum(np.dtype(o.dtype).itemsize for o in OUTPUTS.values())
-    written = itemsizes * len(extent.lat) * len(extent.lon) * job.days
+    space = (len(extent.lat), len(extent.lon))
+    written = sum(np.dtype(o.dtype).itemsize * math.prod(o.shape(spec.sizes, space)) for o in OUTPUTS.values())
     seconds, sampled = _calibrate(job, tiles, fs)
     return Plan(len(tiles), land_pixels, job.days, read, written, seconds, sampled, max(1, workers))
 

@@ -1,4 +1,5 @@
-"""The output cube: a CF-described Zarr store of daily GPP, RECO and NEE, written tile by tile as xarray-beam does.
+"""The output cube: a CF-described Zarr store of daily GPP, RECO and NEE (ensemble mean and spread) and each
+ensemble member's monthly means, written tile by tile as xarray-beam does.
 
 `create_cube` writes a template first: every attribute, coordinate and static layer, and the output variables
 (`jobs.outputs`) as metadata only (a lazy template that is never computed, so unwritten chunks read as their fill).
@@ -24,7 +25,7 @@ import zarr
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from jobs import grid, static
-from jobs.outputs import OUTPUTS, VARIABLES
+from jobs.outputs import DAILY, MEMBER_DIMS, OUTPUTS, VARIABLES, month_starts
 from jobs.request import JobRequest
 from jobs.tiles import CubeExtent, Tile, plan_tiles
 from tamrl import __version__
@@ -36,6 +37,7 @@ LEDGER = "_ledger"  # Zarr group holding one marker object per finished tile
 DEFAULT_CHUNK_TIME = 92  # days: a calendar year is 4 chunks
 DEFAULT_CHUNK_SPACE = 50  # cells (2.5 deg): about 0.9 MB of float32 per chunk with 92 days
 STATIC_CHUNK_FACTOR = 10  # igbp and land_mask chunks span 10 x 10 flux chunks: 120 objects for the globe, not 10,000
+MEMBER_LONG_NAME = "ensemble member (checkpoint member index)"
 PAPER = "Rozanov, Renganathan and Kumar, TAM-RL, arXiv 2603.09974 (2026)"
 
 
@@ -101,6 +103,21 @@ class CubeSpec(BaseModel):
         """The cube's days, start to end inclusive."""
         return pd.date_range(self.request.start, self.request.end, freq="D")
 
+    @property
+    def months(self) -> tuple[pd.DatetimeIndex, np.ndarray]:
+        """The ``month`` coordinate of the member variables, one per calendar month the cube's days touch: the
+        first cube day in it; and its bounds (month, 2): that day and the day after the last cube day in the month
+        (end exclusive, as CF bounds are)."""
+        times = self.times
+        starts = month_starts(times)
+        ends = times[np.append(starts[1:], len(times)) - 1] + pd.Timedelta(days=1)
+        return times[starts], np.stack([times[starts].values, ends.values], axis=1)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The sizes of the output variables' dimensions other than lat and lon."""
+        return {"time": len(self.times), "month": len(self.months[0]), "member": self.request.members}
+
 
 class Cube:
     """An open output cube: its tiles, the ledger of finished ones, and aligned tile writes.
@@ -132,8 +149,8 @@ class Cube:
         return {path.rsplit("/", 1)[-1] for path in fs.find(ledger)} - {"zarr.json"}
 
     def write_tile(self, tile: Tile, values: dict[str, np.ndarray]) -> None:
-        """Write the output variables of ``tile`` ((time, lat, lon) arrays, their fill off land), then mark it
-        finished.
+        """Write the output variables of ``tile`` (arrays of their dims, `jobs.outputs.Output.dims`, the fill off
+        land), then mark it finished.
 
         The region must be whole chunks of the store (ValueError otherwise), so concurrent writers never share a
         chunk. Values off land (``land_mask`` 0) must be NaN, as the cube promises. The marker is written after the
@@ -141,11 +158,11 @@ class Cube:
         """
         with writing(self.url):
             group = _open_group(self.url, self.storage_options, mode="r+")
-            _check_aligned(tile, group[VARIABLES[0]])
-            data = _checked_values(values, (len(self.spec.times), *tile.shape))
+            _check_aligned(tile, group[DAILY[0]])
+            data = _checked_values(values, self.spec.sizes, tile.shape)
             _check_nan_off_land(tile, data, group["land_mask"][tile.cube_rows, tile.cube_cols] == 1)
             for name in VARIABLES:
-                group[name][:, tile.cube_rows, tile.cube_cols] = data[name]
+                group[name][..., tile.cube_rows, tile.cube_cols] = data[name]
             fs, root = _fs(self.url, self.storage_options)
             fs.pipe_file(f"{root}/{LEDGER}/{tile.id}", datetime.now(UTC).isoformat().encode())
 
@@ -239,11 +256,11 @@ def writing(url: str) -> Iterator[None]:
 
 
 def _template(spec: CubeSpec, extent: CubeExtent, igbp: xr.DataArray) -> xr.Dataset:
-    """The cube as a Dataset whose flux variables are lazy NaN arrays (never computed)."""
-    times = spec.times
-    shape = (len(times), len(extent.lat), len(extent.lon))
+    """The cube as a Dataset whose output variables are lazy fill arrays (never computed)."""
+    times, (months, month_bounds) = spec.times, spec.months
+    space = (len(extent.lat), len(extent.lon))
     fluxes = {
-        name: (("time", "lat", "lon"), dask.array.full(shape, o.fill, dtype=o.dtype, chunks=-1), o.attrs)
+        name: (o.dims, dask.array.full(o.shape(spec.sizes, space), o.fill, dtype=o.dtype, chunks=-1), o.attrs)
         for name, o in OUTPUTS.items()
     }
     mask = static.land_mask(igbp)
@@ -252,6 +269,9 @@ def _template(spec: CubeSpec, extent: CubeExtent, igbp: xr.DataArray) -> xr.Data
     )
     coords = {
         "time": ("time", times, {"standard_name": "time", "long_name": "day", "axis": "T"}),
+        "month": ("month", months, {"long_name": "month", "bounds": "month_bnds"}),
+        "month_bnds": (("month", "bnds"), month_bounds),
+        "member": ("member", np.arange(spec.request.members, dtype=np.int32), {"long_name": MEMBER_LONG_NAME}),
         "lat": ("lat", extent.lat, {**static.LAT_ATTRS, "axis": "Y", "bounds": "lat_bnds"}),
         "lon": ("lon", extent.lon, {**static.LON_ATTRS, "axis": "X", "bounds": "lon_bnds"}),
         "lat_bnds": (("lat", "bnds"), grid.lat_bounds()[extent.rows]),
@@ -288,8 +308,14 @@ def _global_attrs(spec: CubeSpec) -> dict[str, Any]:
 
 
 def _encoding(spec: CubeSpec, extent: CubeExtent) -> dict[str, dict]:
-    chunks = (spec.chunk_time, spec.chunk_lat, spec.chunk_lon)
-    fluxes = {name: {"dtype": o.dtype, "chunks": chunks, "_FillValue": o.fill} for name, o in OUTPUTS.items()}
+    # a member variable's chunk holds all months and members, so that a tile writes whole chunks
+    chunks = {"time": spec.chunk_time, "lat": spec.chunk_lat, "lon": spec.chunk_lon} | {
+        dim: size for dim, size in spec.sizes.items() if dim in MEMBER_DIMS
+    }
+    fluxes = {
+        name: {"dtype": o.dtype, "chunks": tuple(chunks[dim] for dim in o.dims), "_FillValue": o.fill}
+        for name, o in OUTPUTS.items()
+    }
     static_chunks = (
         min(STATIC_CHUNK_FACTOR * spec.chunk_lat, len(extent.lat)),
         min(STATIC_CHUNK_FACTOR * spec.chunk_lon, len(extent.lon)),
@@ -297,7 +323,7 @@ def _encoding(spec: CubeSpec, extent: CubeExtent) -> dict[str, dict]:
     layers = {name: {"chunks": static_chunks, "_FillValue": None} for name in ("igbp", "land_mask")}
     start = spec.request.start.isoformat()
     time = {"units": f"days since {start}", "calendar": "proleptic_gregorian", "dtype": "int32"}
-    return {**fluxes, **layers, "time": time}
+    return {**fluxes, **layers, "time": time, "month": time, "month_bnds": time}
 
 
 def _on_extent(igbp: xr.DataArray, extent: CubeExtent) -> xr.DataArray:
@@ -343,21 +369,26 @@ def _check_aligned(tile: Tile, array: zarr.Array) -> None:
                              f"cells (size {size}); write the tiles of Cube.tiles")
 
 
-def _checked_values(values: dict[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+def _checked_values(values: dict[str, np.ndarray], sizes: dict[str, int], space: tuple[int, int]
+                    ) -> dict[str, np.ndarray]:  # fmt: skip
     """``values`` as arrays of their outputs' dtypes, or ValueError for missing or extra variables and wrong
-    shapes."""
+    shapes (``sizes``: of the dims other than lat and lon, `CubeSpec.sizes`; ``space``: the tile's shape)."""
     if set(values) != set(VARIABLES):
         raise ValueError(f"write_tile needs exactly {', '.join(VARIABLES)}; got {', '.join(sorted(values))}")
     data = {name: np.asarray(values[name], dtype=o.dtype) for name, o in OUTPUTS.items()}
-    wrong = {name: a.shape for name, a in data.items() if a.shape != shape}
+    wrong = {
+        name: f"{a.shape}, not {OUTPUTS[name].dims} = {OUTPUTS[name].shape(sizes, space)}"
+        for name, a in data.items()
+        if a.shape != OUTPUTS[name].shape(sizes, space)
+    }
     if wrong:
-        raise ValueError(f"write_tile needs arrays of shape (time, lat, lon) = {shape}; got {wrong}")
+        raise ValueError(f"write_tile got arrays of the wrong shape: {wrong}")
     return data
 
 
 def _check_nan_off_land(tile: Tile, data: dict[str, np.ndarray], land: np.ndarray) -> None:
     """ValueError naming the variables that hold values in cells off land."""
-    wet = [name for name, values in data.items() if not _is_fill(values[:, ~land], OUTPUTS[name].fill).all()]
+    wet = [name for name, values in data.items() if not _is_fill(values[..., ~land], OUTPUTS[name].fill).all()]
     if wet:
         raise ValueError(
             f"tile {tile.id}: {', '.join(wet)} hold values off land (land_mask 0); leave those cells at the fill value"

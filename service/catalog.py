@@ -32,7 +32,7 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 
 from jobs import grid
-from jobs.outputs import VARIABLES
+from jobs.outputs import DAILY, MEMBERS
 from jobs.writer import CubeSpec
 from tamrl.errors import NotFoundError, UnavailableError
 
@@ -135,16 +135,26 @@ class OpenCube:
         return grid.bbox_slices(self.spec.request.bbox)
 
     @cached_property
-    def arrays(self) -> dict[str, zarr.Array]:
-        """The flux variables, opened once: every zarr group lookup reads metadata from the store."""
+    def stored(self) -> set[str]:
+        """The names of the arrays in the store."""
         with warnings.catch_warnings():  # a cube at a URL holds its quicklook.png, which is no Zarr node
             warnings.filterwarnings("ignore", message="Object at .* is not recognized", category=UserWarning)
-            present = set(self.group.array_keys())
-        return {name: self.group[name] for name in VARIABLES if name in present}
+            return set(self.group.array_keys())
+
+    @cached_property
+    def arrays(self) -> dict[str, zarr.Array]:
+        """The daily variables, opened once: every zarr group lookup reads metadata from the store. (The members'
+        monthly means are not among them; cubes written before tamrl had them lack them.)"""
+        return {name: self.group[name] for name in DAILY if name in self.stored}
 
     @property
     def variables(self) -> list[str]:
         return list(self.arrays)
+
+    @property
+    def members_monthly(self) -> bool:
+        """Whether the cube holds each ensemble member's monthly means (`jobs.outputs.MEMBERS`)."""
+        return set(MEMBERS) <= self.stored
 
     def contains(self, row: int, col: int) -> bool:
         """Whether the global cell (row, col) lies inside the cube's computed bbox."""
@@ -194,6 +204,7 @@ class OpenCube:
             "checkpoint_sha256": spec.checkpoint_sha256,
             "feature_set": spec.feature_set,
             "ensemble_size": spec.request.members,
+            "members_monthly": self.members_monthly,
             "synthetic": spec.synthetic,
             "source": attrs.get("source", ""),
             "references": attrs.get("references", ""),

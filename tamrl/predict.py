@@ -1,8 +1,8 @@
 """Prediction from drivers alone: the single source of truth that evaluation and the gridded engine share.
 
 An ensemble turns unscaled daily features (locations, days, n_dynamic) and static vectors (locations, n_static)
-into per-member GPP, RECO and NEE in g C m-2 d-1. ``finish`` then clips GPP and RECO at zero, applies the
-checkpoint's NEE rule and reduces the members to a mean and a spread.
+into per-member GPP, RECO and NEE in g C m-2 d-1. ``clipped`` then clips GPP and RECO at zero and applies the
+checkpoint's NEE rule; ``finish`` reduces the clipped members to a mean and a spread.
 
 Inference modes (the decoder was trained on 45-day windows):
 - ``stateful``: one pass over the whole period, the LSTM state carried from the first day;
@@ -173,12 +173,19 @@ def check_precision(precision: str, model: str, device: torch.device) -> None:
         raise ConfigError("--precision float16 needs a GPU (--device cuda); on a CPU use bfloat16")
 
 
-def finish(members: np.ndarray, nee_rule: str) -> tuple[np.ndarray, np.ndarray]:
-    """Clip GPP and RECO at zero, apply the NEE rule, and return the ensemble mean and standard deviation."""
+def clipped(members: np.ndarray, nee_rule: str) -> np.ndarray:
+    """A copy of per-member predictions (members, ..., 3) with GPP and RECO clipped at zero and the NEE rule
+    applied: the members that the ensemble mean and spread describe."""
     m = members.copy()
     m[..., :2] = np.maximum(m[..., :2], 0)
     if nee_rule == "balance":
         m[..., 2] = m[..., 1] - m[..., 0]
+    return m
+
+
+def finish(members: np.ndarray, nee_rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """Clip GPP and RECO at zero, apply the NEE rule, and return the ensemble mean and standard deviation."""
+    m = clipped(members, nee_rule)
     return m.mean(axis=0), m.std(axis=0)
 
 
@@ -203,6 +210,13 @@ class Predictor:
         """Raw per-member predictions (members, locations, days, 3), before clipping."""
         mode = mode or self.inference["mode"]
         return self.ensemble.predict(x_raw, static, mode, self.inference["support_windows"], support_raw)
+
+    def ensemble_members(
+        self, x_raw: np.ndarray, static: np.ndarray, support_raw: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Per-member predictions (members, locations, days, 3) as the ensemble mean sees them: clipped, with the
+        checkpoint's NEE rule (`clipped`)."""
+        return clipped(self.members(x_raw, static, support_raw=support_raw), self.inference["nee"])
 
     def predict_arrays(
         self, x_raw: np.ndarray, static: np.ndarray, support_raw: np.ndarray | None = None

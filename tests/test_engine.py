@@ -19,7 +19,7 @@ from conftest import upscale_job
 from jobs import cluster, compute, engine, grid, static
 from jobs.compute import run_dates, support_dates
 from jobs.drivers import GridDrivers
-from jobs.outputs import VARIABLES
+from jobs.outputs import DAILY, VARIABLES
 from jobs.synthetic import synthetic_drivers
 from jobs.tiles import Tile
 from jobs.writer import Cube, CubeSpec
@@ -82,7 +82,7 @@ def test_cube_equals_tamrl_predict_at_pixels(cube, checkpoint, drivers):
         run_frame = pixel_frame(cell, run_dates(pd.Timestamp(START), pd.Timestamp(END)))
         support = pixel_frame(cell, support_dates([2019]))
         expected = predictor.predict_frame(run_frame, lat, lon, str(igbp), str(koppen), support).loc[START:END]
-        for name in VARIABLES:
+        for name in DAILY:
             np.testing.assert_allclose(ds[name].values[:, i, j], expected[name].values, rtol=1e-5, atol=1e-5)
         for target in TARGETS:  # the cube's documented calibration gives tamrl predict's 90% interval
             lo, hi = cube_bounds(ds.isel(lat=[i], lon=[j]), target)  # from the float32 mean and spread of the cube
@@ -433,8 +433,8 @@ def test_a_demo_tile_matches_the_engine_before_the_refactor(tmp_path):
 
     ds = reference.compute(tmp_path, old_engine=False)
     expected = np.load(Path(__file__).parent / "data" / "demo_tile_reference.npz")
-    assert set(expected.files) == set(VARIABLES)
-    for name in VARIABLES:
+    assert set(expected.files) == set(DAILY)
+    for name in DAILY:
         got = ds[name].values[reference.SAMPLE]
         assert np.isfinite(got).sum() == np.isfinite(expected[name]).sum() > 2000, name
         np.testing.assert_allclose(got, expected[name], rtol=0, atol=1e-4, err_msg=name)
