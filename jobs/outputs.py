@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tamrl.features import TARGET_UNITS, TARGETS
+from tamrl.features import CF_UNITS, TARGETS
 
 DAILY_DIMS = ("time", "lat", "lon")
 MEMBER_DIMS = ("month", "member", "lat", "lon")  # month: the calendar months the cube's days touch (`month_starts`)
@@ -62,7 +62,7 @@ _FLUXES = {  # target: long name, CF standard name (or None), comment on the ens
 
 def _flux(target: str) -> Output:
     long_name, standard_name, comment = _FLUXES[target]
-    attrs = {"long_name": long_name, "units": TARGET_UNITS, "comment": comment}
+    attrs = {"long_name": long_name, "units": CF_UNITS, "comment": comment}
     if standard_name:
         attrs["standard_name"] = standard_name
     return Output(target, target, "mean", attrs, companions=(f"{target}_std", f"{target}_members"))
@@ -71,7 +71,7 @@ def _flux(target: str) -> Output:
 def _spread(target: str) -> Output:
     attrs = {
         "long_name": f"ensemble standard deviation of {_FLUXES[target][0].split(' (')[0]}",
-        "units": TARGET_UNITS,
+        "units": CF_UNITS,
         "comment": f"Standard deviation of the daily {target} of the ensemble members (spread, not error).",
     }
     return Output(f"{target}_std", target, "spread", attrs)
@@ -80,7 +80,7 @@ def _spread(target: str) -> Output:
 def _members(target: str) -> Output:
     attrs = {
         "long_name": f"monthly mean {_FLUXES[target][0].split(' (')[0]}, per ensemble member",
-        "units": TARGET_UNITS,
+        "units": CF_UNITS,
         "cell_methods": "month: mean",
         "comment": (
             f"Mean over the cube's days in each calendar month of each ensemble member's daily {target}, after the "

@@ -59,7 +59,7 @@ def render_map(ds: xr.Dataset, variable: str) -> bytes:
     ax.set_aspect(1 / np.cos(np.radians(float(ds.lat.mean()))))
     ax.set_xlabel("longitude [deg E]")
     ax.set_ylabel("latitude [deg N]")
-    fig.colorbar(image, ax=ax, shrink=0.8, label=f"mean {variable} [{TARGET_UNITS} of carbon]")
+    fig.colorbar(image, ax=ax, shrink=0.8, label=f"mean {variable} [{TARGET_UNITS}]")
     ax.set_title(
         f"TAM-RL mean daily {variable}, {first} to {last}\n"
         f"checkpoint {spec.request.checkpoint} (sha256 {spec.checkpoint_sha256[:12]}), "

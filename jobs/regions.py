@@ -11,7 +11,10 @@ rings; many do not): it is read the short way round and split at 180 deg, with a
 A cell's weight is the fraction of it the region covers (exactextract, which treats edges as straight lines in
 longitude/latitude, as GeoJSON viewers draw them) times the cell's area on the sphere (`jobs.grid.cell_area_m2`).
 The region's area is the sum of its cells' weights, so a region's computed and not-computed areas add up to it
-exactly, and a polygon smaller than a cell gets that cell's share of its own size.
+exactly, and a polygon smaller than a cell gets that cell's share of its own size. The covered fraction is planar in
+longitude/latitude, so the part of a cell a polygon covers is weighed at the cell's mean cos(lat): exact for whole
+cells and for pieces that span the cell's height, within tan(lat) x 0.025 deg (in radians) of the true area for
+others, 4.5e-4 at 45 N.
 """
 
 import json
@@ -35,6 +38,7 @@ RegionFeature = Feature[Geometry, dict | None]
 _GEOJSON = TypeAdapter(
     Annotated[FeatureCollection[RegionFeature] | RegionFeature | Polygon | MultiPolygon, Field(discriminator="type")]
 )
+MIN_COVERAGE = 1e-9  # smaller fractions are rounding where an edge lies on a cell boundary (1.4e-13 seen), not area
 ANTIMERIDIAN_NOTE = "crosses the antimeridian: read the short way round and split at 180 deg"
 
 
@@ -135,8 +139,8 @@ def _part_weights(polygon: shapes.Polygon) -> tuple[np.ndarray, np.ndarray, np.n
     found = exact_extract(raster, [feature], ["cell_id", "coverage"], output="pandas")
     ids = np.asarray(found["cell_id"].iloc[0], dtype=np.int64)
     coverage = np.asarray(found["coverage"].iloc[0], dtype=np.float64)
-    width = cols.stop - cols.start
-    return rows.start + ids // width, cols.start + ids % width, coverage
+    width, kept = cols.stop - cols.start, coverage > MIN_COVERAGE
+    return rows.start + ids[kept] // width, cols.start + ids[kept] % width, coverage[kept]
 
 
 def _window(bounds: tuple[float, float, float, float]) -> tuple[slice, slice]:

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from scipy import sparse
 
 from jobs import grid
-from jobs.outputs import FLUXES, members_of, spread_of
+from jobs.outputs import FLUXES, members_of, month_starts, spread_of
 from jobs.regions import CellWeights, Region
 from jobs.writer import CubeSpec
 from tamrl.calibration import sigma_factor
@@ -247,7 +247,7 @@ class _Cells:
         self.matrix = sparse.csr_matrix((area, (owner, where)), shape=(len(weights), len(cells)))
         self.touches = sparse.csr_matrix((np.ones_like(area), (owner, where)), shape=self.matrix.shape)
         self._columns = self.matrix.tocsc()  # sliced by the cells of a chunk
-        self._months = pd.PeriodIndex(source.spec.times, freq="M").asi8
+        self._month_starts = month_starts(source.spec.times)  # the member variables' months, as day indices
 
     def computed(self, name: str, days: slice) -> np.ndarray:
         """Whether each cell holds values (the cube's cells are computed on all days or on none)."""
@@ -293,9 +293,9 @@ class _Cells:
         return sums.T.reshape(months, members, -1)
 
     def month_days(self, row: Row) -> np.ndarray:
-        """Days of ``row`` in each of the cube's months."""
-        labels = np.unique(self._months)
-        return np.bincount(np.searchsorted(labels, self._months[row.days]), minlength=len(labels)).astype(float)
+        """Days of ``row`` in each month of the member variables."""
+        month = np.searchsorted(self._month_starts, np.arange(row.days.start, row.days.stop), side="right") - 1
+        return np.bincount(month, minlength=len(self._month_starts)).astype(np.float64)
 
     def _chunks(self, array: zarr.Array, lead: tuple[slice, ...]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(cells, ``array[*lead, i, j]`` at those cells) for each spatial chunk the cells touch, READERS at once."""

@@ -12,6 +12,7 @@ A point resolves to the 0.05 deg cell that contains it (`jobs.grid.cell_index`),
 a point outside every cube's bbox, or on water or ice, is NotFoundError.
 """
 
+import math
 from dataclasses import dataclass
 from datetime import date
 
@@ -21,13 +22,12 @@ import xarray as xr
 
 from jobs import grid
 from jobs.outputs import FLUXES, spread_of
+from jobs.regions import bbox_region
+from jobs.totals import G_PER_TG, NEE_RULES, CubeSource, TotalsQuery, totals
 from service.catalog import Catalog, NotCached, OpenCube
 from tamrl.errors import ConflictError, DataError, NotFoundError, TooLargeError
 from tamrl.features import TARGET_UNITS
 
-AGGREGATES = ("total", "mean")
-TIME_BLOCK = 92  # days a regional aggregate reads at once (a time chunk of the cubes jobs write)
-G_PER_TG = 1e12
 SERVER_ATTRS = ("drivers",)  # cube attributes that name paths on the server: never served
 
 
@@ -179,33 +179,37 @@ def cube_holding(catalog: Catalog, rows: slice, cols: slice, period: Period, wha
     return _choose(holding, period, what, catalog.default)
 
 
-def regional(subset: xr.Dataset, variables: list[str], how: str) -> dict[str, dict]:
-    """Area-weighted ``total`` (Tg C over the period) or ``mean`` (g C m-2 d-1 over land cells and days).
-
-    Cell areas are exact on the sphere (`jobs.grid.cell_area_m2`); cells without values (water, ice) count
-    neither in the total nor in the mean's area. Values are read TIME_BLOCK days at a time, so a year's total over a
-    large bbox holds a season of one variable in memory, not the year of all three.
-    """
-    if how not in AGGREGATES:
-        raise DataError(f"unknown aggregate {how!r}; choose from {', '.join(AGGREGATES)}")
-    area = xr.DataArray(grid.cell_area_m2(subset.lat.values), dims="lat", coords={"lat": subset.lat})
-    land = subset.land_mask == 1
-    land_area, days = float((area * land).sum()), subset.sizes["time"]
+def regional(cube: OpenCube, bbox: tuple[float, float, float, float], days: slice, variables: list[str], how: str,
+             limit: int) -> dict:  # fmt: skip
+    """The bbox's ``total`` (Tg C over the days) or ``mean`` (g C m-2 d-1 over the computed area and the days) per
+    variable, with the members' spread and ranges, and its areas: `jobs.totals` over the bbox's cells, each whole
+    (`jobs.regions.bbox_region`), so that a bbox and the rectangle on its cells' edges give the same numbers."""
+    region, weights = bbox_region(bbox)
+    source = CubeSource(cube.name, cube.group, cube.spec, cube.origin)
+    times = cube.times[days]
+    query = TotalsQuery(start=times[0].date(), end=times[-1].date(), variables=tuple(variables))
+    (result,) = totals(source, [region], [weights], query, limit)
+    scale = 1 / G_PER_TG if how == "total" else 1 / (result.computed_area_km2 * 1e6 * len(times) or math.nan)
+    units = "Tg C" if how == "total" else TARGET_UNITS
+    described = {"total": "summed over the period", "mean": "area-weighted mean daily flux over the computed area"}
     out = {}
-    for name in variables:
-        blocks = (subset[name].isel(time=slice(t, t + TIME_BLOCK)) for t in range(0, days, TIME_BLOCK))
-        total = sum(float((block.where(land) * area).sum()) for block in blocks) / G_PER_TG  # g C -> Tg C
-        if how == "total":
-            out[name] = {"value": total, "units": "Tg C", "description": f"{name} summed over the period"}
-        else:
-            mean = total * G_PER_TG / land_area / days if land_area else None  # no land: no mean
-            out[name] = {"value": mean, "units": f"{TARGET_UNITS}", "description": f"area-weighted mean daily {name}"}
+    for name, values in result.values[0].items():
+        total = values["total"] * G_PER_TG
+        stats = {key.removeprefix("total_"): _scaled(values[key] * G_PER_TG, scale) for key in values
+                 if key.startswith("total_") and values[key] is not None}  # fmt: skip
+        out[name] = {"value": _scaled(total, scale), "units": units, "description": f"{name} {described[how]}",
+                     **stats}  # fmt: skip
     return {
-        "land_area_km2": land_area / 1e6,
-        "land_cells": int(land.sum()),
-        "days": int(days),
-        "variables": out,
-    }
+        "area_km2": result.area_km2, "computed_area_km2": result.computed_area_km2,
+        "not_computed_area_km2": result.not_computed_area_km2, "cells": result.cells,
+        "computed_cells": result.computed_cells, "not_computed_cells": result.cells - result.computed_cells,
+        "days": len(times), "variables": out, "nee_rule": NEE_RULES[cube.spec.nee_rule],
+    }  # fmt: skip
+
+
+def _scaled(value: float, scale: float) -> float | None:
+    """``value`` x ``scale``, or None where the scale is undefined (a mean over no computed area)."""
+    return None if math.isnan(scale) else value * scale
 
 
 def _choose(cubes: list[OpenCube], period: Period, what: str, default: str | None) -> tuple[OpenCube, slice]:

@@ -28,12 +28,15 @@ class Series(BaseModel):
 class Provenance(BaseModel):
     """Where the numbers come from."""
 
-    source: str
-    references: str
+    cube: str
     checkpoint: str
     checkpoint_sha256: str
     ensemble_size: int
     synthetic: bool = Field(description="true when the cube was made from synthetic drivers: not real fluxes")
+    source: str
+    references: str
+    attribution: str = Field(description="the FLUXNET2015 (CC-BY-4.0) attribution that travels with the numbers")
+    warning: str | None = Field(None, description="present on synthetic cubes")
 
 
 class PointResponse(BaseModel):
@@ -45,7 +48,7 @@ class PointResponse(BaseModel):
     cell_lat: float = Field(description="centre of the cell that holds the point", examples=[47.275])
     cell_lon: float = Field(examples=[8.525])
     igbp: int = Field(description="MCD12C1 IGBP class of the cell (1-16)")
-    units: str = Field(examples=["g m-2 d-1"])
+    units: str = Field(examples=["g C m-2 d-1"])
     time: list[date]
     variables: dict[str, Series]
     provenance: Provenance
@@ -69,23 +72,35 @@ class CubeInfo(BaseModel):
 
 
 class RegionalValue(BaseModel):
+    """A bbox's total or mean of one flux, with the ensemble members' spread and ranges (docs/ACCOUNTING.md)."""
+
     value: float | None
     units: str
     description: str
+    std: float | None = Field(description="standard deviation of the members' values (spread, not error)")
+    p05: float | None = Field(description="5th percentile of the members' values")
+    p95: float | None = Field(description="95th percentile of the members' values")
+    cal_p05: float | None = Field(None, description="calibrated 5% bound (a cube with a calibration)")
+    cal_p95: float | None = Field(None, description="calibrated 95% bound (a cube with a calibration)")
 
 
 class RegionalResponse(BaseModel):
-    """Area-weighted total (Tg C over the period) or mean (g C m-2 d-1) per variable over a bbox."""
+    """Area-weighted total (Tg C over the period) or mean (g C m-2 d-1) per variable over a bbox, and its areas."""
 
     cube: str
     bbox: BboxField
     start: date
     end: date
     aggregate: Literal["total", "mean"]
-    land_area_km2: float
-    land_cells: int
+    area_km2: float = Field(description="the bbox's cells' area on the sphere")
+    computed_area_km2: float = Field(description="the area of the cells with fluxes")
+    not_computed_area_km2: float = Field(description="water, ice, cells without a Koppen group or drivers")
+    cells: int
+    computed_cells: int
+    not_computed_cells: int
     days: int
     variables: dict[str, RegionalValue]
+    nee_rule: str
     provenance: Provenance
 
 

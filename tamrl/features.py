@@ -15,7 +15,10 @@ from tamrl.errors import DataError
 from tamrl.gapfill import fill_over_time
 
 TARGETS = ("GPP", "RECO", "NEE")
-TARGET_UNITS = "g m-2 d-1"
+TARGET_UNITS = "g C m-2 d-1"  # how every answer, header and label states a flux
+# the units attribute of a cube's fluxes: UDUNITS reads "C" as coulomb, so CF files state grams and say "of carbon"
+# in the long name and standard name
+CF_UNITS = "g m-2 d-1"
 
 # MCD12C1 IGBP classes, in code order 1..16 (0 is water).
 IGBP_CLASSES = (

@@ -5,6 +5,7 @@ served folder; jobs run in the service process (``workers=0``) so they finish in
 """
 
 import io
+import json
 import os
 import socket
 import sqlite3
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 import schemathesis
 import xarray as xr
@@ -27,8 +29,8 @@ from schemathesis.generation.meta import ParameterLocation
 
 from jobs import engine, grid
 from jobs.records import JobStore
-from service import queries
 from service.api import create_app
+from service.routes.flux import CUBE_HEADER
 from service.schemas import UpscaleRequest
 from service.settings import Settings
 
@@ -77,7 +79,7 @@ def test_cubes_lists_the_complete_cubes(client):
 def test_point_query_returns_the_cell_series_with_spread_and_provenance(client, garda):
     body = client.get("/flux", params=POINT).json()
     expected = cell(garda, **POINT)
-    assert body["cube"] == "garda" and body["units"] == "g m-2 d-1"
+    assert body["cube"] == "garda" and body["units"] == "g C m-2 d-1"
     assert abs(body["cell_lat"] - POINT["lat"]) <= 0.025 and abs(body["cell_lon"] - POINT["lon"]) <= 0.025
     assert len(body["time"]) == 60 and body["time"][0] == START
     for name in ("GPP", "RECO", "NEE"):
@@ -139,31 +141,45 @@ def test_bbox_subset_as_json_and_netcdf(client, garda):
     assert ds.attrs["synthetic"] == 1 and "FLUXNET2015" in ds.attrs["references"]
 
 
-def test_bbox_total_and_mean_are_area_weighted(client, garda):
+def test_bbox_total_and_mean_are_area_weighted_with_spread_and_areas(client, garda):
     params = {"bbox": ",".join(map(str, GARDA)), "aggregate": "total"}
     total = client.get("/flux/bbox", params=params).json()
     area = grid.cell_area_m2(garda.lat.values)[None, :, None]
-    land = garda.land_mask.values == 1
+    computed = np.isfinite(garda.GPP.values[0])
     for name in ("GPP", "RECO", "NEE"):
-        values = np.where(land, garda[name].values, 0.0)
-        expected = float(np.nansum(values * area)) / 1e12
-        assert total["variables"][name]["value"] == pytest.approx(expected, rel=1e-5)
-        assert total["variables"][name]["units"] == "Tg C"
-    assert total["land_cells"] == int(land.sum()) and total["days"] == 60
-    assert total["land_area_km2"] == pytest.approx(float((area[0] * land).sum()) / 1e6)
+        expected = float(np.nansum(garda[name].values * area)) / 1e12
+        answer = total["variables"][name]
+        assert answer["value"] == pytest.approx(expected, rel=1e-5) and answer["units"] == "Tg C"
+        assert answer["std"] > 0 and answer["p05"] < answer["value"] < answer["p95"]
+        assert answer["cal_p05"] < answer["p05"] and answer["cal_p95"] > answer["p95"]
+    assert total["days"] == 60 and total["cells"] == 128
+    assert total["computed_cells"] == int(computed.sum()) and total["not_computed_cells"] == int((~computed).sum()) > 0
+    cell_areas = np.broadcast_to(area[0], computed.shape)
+    assert total["computed_area_km2"] == pytest.approx(float(cell_areas[computed].sum()) / 1e6)
+    assert total["area_km2"] == pytest.approx(total["computed_area_km2"] + total["not_computed_area_km2"])
+    assert "RECO - GPP" in total["nee_rule"] or "own NEE" in total["nee_rule"]
     mean = client.get("/flux/bbox", params=params | {"aggregate": "mean"}).json()
-    gpp = mean["variables"]["GPP"]["value"]
-    assert gpp == pytest.approx(total["variables"]["GPP"]["value"] * 1e12 / (total["land_area_km2"] * 1e6) / 60)
-    assert float(np.nanmin(garda.GPP.values)) <= gpp <= float(np.nanmax(garda.GPP.values))
+    gpp = mean["variables"]["GPP"]
+    scale = 1e12 / (total["computed_area_km2"] * 1e6) / 60
+    assert gpp["value"] == pytest.approx(total["variables"]["GPP"]["value"] * scale)
+    assert gpp["std"] == pytest.approx(total["variables"]["GPP"]["std"] * scale)
+    assert gpp["units"] == "g C m-2 d-1"
+    assert float(np.nanmin(garda.GPP.values)) <= gpp["value"] <= float(np.nanmax(garda.GPP.values))
 
 
-def test_totals_read_in_time_blocks_equal_the_whole_period_at_once(client, monkeypatch):
-    params = {"bbox": ",".join(map(str, GARDA)), "aggregate": "total", "cube": "garda"}
-    whole = client.get("/flux/bbox", params=params).json()  # 60 days: one block
-    monkeypatch.setattr(queries, "TIME_BLOCK", 7)  # 9 blocks, the last of 4 days
-    blocks = client.get("/flux/bbox", params=params).json()
+def test_a_rectangle_on_cell_edges_posted_as_a_region_equals_the_bbox_total(client):
+    bbox = (10.5, 45.5, 10.8, 45.7)
+    ring = [[10.5, 45.5], [10.8, 45.5], [10.8, 45.7], [10.5, 45.7], [10.5, 45.5]]
+    region = client.post("/flux/region", json={"type": "Polygon", "coordinates": [ring]}).json()
+    total = client.get("/flux/bbox", params={"bbox": ",".join(map(str, bbox)), "aggregate": "total"}).json()
+    (feature,) = region["features"]
+    (row,) = feature["rows"]
+    assert (row["start"], row["end"], row["days"]) == (START, END, 60)
     for name in ("GPP", "RECO", "NEE"):
-        assert blocks["variables"][name]["value"] == pytest.approx(whole["variables"][name]["value"], rel=1e-12)
+        assert row[name]["total"] == pytest.approx(total["variables"][name]["value"], rel=1e-9)
+        assert row[name]["total_std"] == pytest.approx(total["variables"][name]["std"], rel=1e-9)
+    assert feature["computed_area_km2"] == pytest.approx(total["computed_area_km2"], rel=1e-9)
+    assert feature["area_km2"] == pytest.approx(total["area_km2"], rel=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -407,7 +423,8 @@ def test_the_mean_over_water_is_null_not_an_error(client, garda):
     box = f"{lon - 0.025:.3f},{lat - 0.025:.3f},{lon + 0.025:.3f},{lat + 0.025:.3f}"  # exactly that cell
     params = {"bbox": box, "cube": "garda"}  # west_garda, written by a job above, holds the cell too
     body = client.get("/flux/bbox", params=params | {"aggregate": "mean"}).json()
-    assert body["land_cells"] == 0 and body["variables"]["GPP"]["value"] is None
+    assert body["computed_cells"] == 0 and body["not_computed_cells"] == 1 and body["variables"]["GPP"]["value"] is None
+    assert body["variables"]["GPP"]["std"] is None and body["computed_area_km2"] == 0 < body["area_km2"]
     total = client.get("/flux/bbox", params=params | {"aggregate": "total"}).json()
     assert total["variables"]["GPP"]["value"] == 0
 
@@ -485,3 +502,99 @@ def test_stateful_fuzzing_of_jobs_never_gets_a_5xx(cubes, checkpoint, drivers, t
     assert not [c for c in calls if c[1] >= 500]
     linked = [status for label, status in calls if label != "POST /upscale"]
     assert 200 in linked  # the links reached real jobs
+
+
+SHORE = [[10.81, 45.5], [11.13, 45.5], [11.13, 45.79], [10.81, 45.5]]
+FARM = [[10.91, 45.61], [10.92, 45.61], [10.92, 45.62], [10.91, 45.62], [10.91, 45.61]]
+FARMS = {
+    "type": "FeatureCollection",
+    "features": [
+        {"type": "Feature", "id": "east-shore", "properties": {"owner": "a"},
+         "geometry": {"type": "Polygon", "coordinates": [SHORE]}},
+        {"type": "Feature", "id": 7, "properties": None, "geometry": {"type": "Polygon", "coordinates": [FARM]}},
+    ],
+}  # fmt: skip
+
+
+def test_region_totals_answer_json_per_feature_and_month_with_provenance(client):
+    params = {"freq": "month", "variables": "GPP,NEE", "cube": "garda"}
+    response = client.post("/flux/region", json=FARMS, params=params)
+    assert response.status_code == 200, response.text
+    assert response.headers[CUBE_HEADER] == "garda"
+    body = response.json()
+    assert body["units"] == {"total": "Tg C", "mean": "g C m-2 d-1", "area": "km2"}
+    assert body["provenance"]["synthetic"] is True and "FLUXNET2015" in body["provenance"]["attribution"]
+    assert len(body["provenance"]["checkpoint_sha256"]) == 64 and body["nee_rule"]
+    shore, farm = body["features"]
+    assert (shore["id"], shore["properties"], farm["id"], farm["properties"]) == ("east-shore", {"owner": "a"}, 7, {})
+    assert 0 < farm["area_km2"] < 1 and farm["computed_area_km2"] == pytest.approx(farm["area_km2"])
+    months = [(r["start"], r["end"], r["days"]) for r in shore["rows"]]
+    assert months == [("2020-03-01", "2020-03-31", 31), ("2020-04-01", "2020-04-29", 29)]
+    for row in shore["rows"]:
+        assert set(row) == {"start", "end", "days", "GPP", "NEE"}
+        gpp = row["GPP"]
+        assert set(gpp) >= {"total", "total_std", "total_p05", "total_p95", "mean"}
+        assert gpp["total_p05"] <= gpp["total"] <= gpp["total_p95"] and gpp["total_std"] > 0
+        mean = gpp["total"] * 1e12 / (shore["computed_area_km2"] * 1e6) / row["days"]
+        assert gpp["mean"] == pytest.approx(mean)
+
+
+def test_region_totals_as_csv_carry_provenance_and_a_file_name(client):
+    response = client.post("/flux/region", json=FARMS, params={"format": "csv", "cube": "garda"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-disposition"] == 'attachment; filename="garda_totals.csv"'
+    assert "# synthetic: True" in response.text and "# checkpoint_sha256: " in response.text
+    table = pd.read_csv(io.StringIO(response.text), comment="#")
+    assert len(table) == 2 * 3 and set(table.variable) == {"GPP", "RECO", "NEE"}
+    assert (table.days == 60).all() and (table["mean_gC_m-2_d-1"].notna()).all()
+
+
+def test_a_lake_has_area_but_no_computed_area(client):
+    lake = [[10.65, 45.6], [10.7, 45.6], [10.7, 45.65], [10.65, 45.65], [10.65, 45.6]]
+    body = {"type": "Polygon", "coordinates": [lake]}
+    (feature,) = client.post("/flux/region", json=body, params={"cube": "garda"}).json()["features"]
+    assert feature["area_km2"] > 20 and feature["computed_area_km2"] == 0 and feature["not_computed_cells"] == 1
+    assert feature["rows"][0]["GPP"]["total"] == 0 and feature["rows"][0]["GPP"]["mean"] is None
+
+
+RING = [[10.5, 45.5], [10.8, 45.5], [10.8, 45.7], [10.5, 45.7], [10.5, 45.5]]
+BOW_TIE = [[10.5, 45.5], [10.8, 45.7], [10.8, 45.5], [10.5, 45.7], [10.5, 45.5]]
+
+
+@pytest.mark.parametrize(
+    ("body", "params", "status", "words"),
+    [
+        (b'{"type": "Polygon", "coordinates": [[[10.5, 45.5]', {}, 422, "not valid JSON"),
+        ({"type": "Polygon", "coordinates": [RING[:2] + RING[:1]]}, {}, 422, "at least 4"),
+        ({"type": "Polygon", "coordinates": [RING[:4]]}, {}, 422, "same start and end"),
+        ({"type": "Polygon", "coordinates": [[[10.5, 45.5], [190, 45.5], [10.8, 45.7], [10.5, 45.5]]]}, {}, 422,
+         "off the globe"),
+        ({"type": "Polygon", "coordinates": [BOW_TIE]}, {}, 422, "Self-intersection"),
+        ({"type": "Point", "coordinates": [10.5, 45.5]}, {}, 422, "does not match"),
+        ({"type": "FeatureCollection", "features": []}, {}, 422, "holds no feature"),
+        ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}, {}, 404, "no cube holds the whole"),
+        ({"type": "Polygon", "coordinates": [RING]}, {"start": "2020-02-01"}, 422, "leaves the cube"),
+        ({"type": "Polygon", "coordinates": [RING]}, {"variables": "GPP,CO2"}, 422, "unknown variable"),
+        ({"type": "Polygon", "coordinates": [RING]}, {"freq": "week"}, 422, "freq"),
+        ({"type": "Polygon", "coordinates": [RING]}, {"format": "xlsx"}, 422, "format"),
+    ],
+)  # fmt: skip
+def test_bad_regions_get_a_4xx_that_says_what_is_wrong(client, body, params, status, words):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = client.post("/flux/region", content=content, params={"cube": "garda"} | params)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+
+
+def test_region_limits_get_413_naming_the_limit(cubes, checkpoint, drivers):
+    limits = {"max_region_bytes": 2_000, "max_region_features": 1, "max_region_vertices": 6, "max_aggregate_cells": 999}
+    with TestClient(create_app(service(cubes, checkpoint, drivers, **limits))) as small:
+        checks = [
+            ({"type": "Polygon", "coordinates": [RING * 60 + RING[:1]]}, "limited to 2,000 bytes"),
+            (FARMS, "2 features, over the limit of 1"),
+            ({"type": "Polygon", "coordinates": [RING, RING[::-1]]}, "10 vertices, over the limit of 6"),
+            ({"type": "Polygon", "coordinates": [RING]}, "over the limit of 999"),
+        ]
+        for body, words in checks:
+            response = small.post("/flux/region", json=body, params={"cube": "garda"})
+            assert response.status_code == 413 and words in response.json()["detail"], response.text

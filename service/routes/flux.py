@@ -24,14 +24,16 @@ from pydantic import BeforeValidator
 
 from jobs import grid
 from jobs.outputs import spread_of
+from jobs.provenance import provenance
 from jobs.quicklook import render_map
 from jobs.request import not_nan
 from service.admission import Admission, dataset_cost
 from service.catalog import Catalog, NotCached, OpenCube
 from service.dependencies import AdmissionDep, CatalogDep, SettingsDep
-from service.queries import Period, bbox_subset, locate_point, parse_variables, regional
+from service.queries import Period, bbox_subset, cube_holding, locate_point, parse_variables, regional
 from service.routes import PROBLEMS
 from service.schemas import EXAMPLE_BBOX, PointResponse, RegionalResponse, SubsetResponse
+from service.settings import Settings
 from tamrl.errors import DataError, TooLargeError
 from tamrl.features import TARGET_UNITS
 
@@ -109,16 +111,14 @@ def flux_bbox(settings: SettingsDep, catalog: CatalogDep, admission: AdmissionDe
     """The cells of a bbox over a period (JSON or NetCDF), or with ``aggregate`` the area-weighted regional
     total (Tg C over the period) or mean (g C m-2 d-1) per variable."""
     box, names = _bbox(query.bbox), parse_variables(query.variables)
-    if query.aggregate and query.format != "json":
-        raise DataError(f"aggregate={query.aggregate} answers JSON only; leave out format or use format=json")
-    limit = settings.max_aggregate_cells if query.aggregate else settings.max_cells
-    subset = bbox_subset(catalog, box, Period(query.start, query.end), names, limit, query.cube,
-                         spreads=not query.aggregate)  # fmt: skip
+    if query.aggregate:
+        if query.format != "json":
+            raise DataError(f"aggregate={query.aggregate} answers JSON only; leave out format or use format=json")
+        return _regional_answer(settings, catalog, admission, query, box, names)
+    subset = bbox_subset(catalog, box, Period(query.start, query.end), names, settings.max_cells, query.cube)
     source = catalog.get(subset.attrs["tamrl_cube"])
-    with admission.admit(dataset_cost(subset), f"a bbox {query.aggregate or 'subset'}"):
-        if query.aggregate:
-            response = _regional_answer(subset, source, box, names, query.aggregate)
-        elif query.format == "netcdf":
+    with admission.admit(dataset_cost(subset), "a bbox subset"):
+        if query.format == "netcdf":
             response = Response(
                 _netcdf(subset),
                 media_type="application/x-netcdf",
@@ -167,14 +167,19 @@ def _point_answer(catalog: Catalog, admission: Admission, query: PointQuery, cac
     return _named(_json(body), series.cube)
 
 
-def _regional_answer(subset: xr.Dataset, source: OpenCube, box: tuple[float, ...], names: list[str],
-                     aggregate: str) -> Response:  # fmt: skip
-    times = subset.indexes["time"]
+def _regional_answer(settings: Settings, catalog: Catalog, admission: Admission, query: BboxQuery,
+                     box: tuple[float, float, float, float], names: list[str]) -> Response:  # fmt: skip
+    rows, cols = grid.bbox_slices(box)
+    cube, days = cube_holding(catalog, rows, cols, Period(query.start, query.end), f"bbox {box}", query.cube)
+    cost = (rows.stop - rows.start) * (cols.stop - cols.start) * (days.stop - days.start) * 2 * len(names)
+    with admission.admit(cost, f"a bbox {query.aggregate}"):
+        numbers = regional(cube, box, days, names, query.aggregate, settings.max_aggregate_cells)
+    times = cube.times[days]
     body = {
-        "cube": source.name, "bbox": list(box), "start": f"{times[0]:%Y-%m-%d}", "end": f"{times[-1]:%Y-%m-%d}",
-        "aggregate": aggregate, **regional(subset, names, aggregate), "provenance": _provenance(source),
+        "cube": cube.name, "bbox": list(box), "start": f"{times[0]:%Y-%m-%d}", "end": f"{times[-1]:%Y-%m-%d}",
+        "aggregate": query.aggregate, **numbers, "provenance": _provenance(cube),
     }  # fmt: skip
-    return _json(body)
+    return _named(_json(body), cube)
 
 
 def _subset_answer(subset: xr.Dataset, source: OpenCube, names: list[str]) -> Response:
@@ -206,9 +211,7 @@ def _named(response: Response, cube: OpenCube) -> Response:
 
 
 def _provenance(cube: OpenCube) -> dict:
-    info = cube.description
-    keys = ("source", "references", "checkpoint", "checkpoint_sha256", "ensemble_size", "synthetic")
-    return {key: info[key] for key in keys}
+    return provenance(cube.name, cube.spec, cube.attrs)
 
 
 def _rounded(values: np.ndarray) -> np.ndarray:

@@ -73,7 +73,10 @@ def _answer(body: bytes, settings: Settings, catalog: Catalog, admission: Admiss
     rows = min(int(w.rows.min()) for w in weights), max(int(w.rows.max()) for w in weights) + 1
     cols = min(int(w.cols.min()) for w in weights), max(int(w.cols.max()) for w in weights) + 1
     period = Period(query.start, query.end)
-    cube, _ = cube_holding(catalog, slice(*rows), slice(*cols), period, "region", query.cube)
+    bounds = tuple(round(v, 4) for v in (min(r.bounds[0] for r in regions), min(r.bounds[1] for r in regions),
+                                         max(r.bounds[2] for r in regions), max(r.bounds[3] for r in regions)))
+    what = f"area (W, S, E, N) {bounds} of the regions"
+    cube, _ = cube_holding(catalog, slice(*rows), slice(*cols), period, what, query.cube)
     source = CubeSource(cube.name, cube.group, cube.spec, cube.origin)
     wanted = TotalsQuery(start=query.start, end=query.end, freq=query.freq,
                          variables=tuple(parse_variables(query.variables)))  # fmt: skip
