@@ -157,9 +157,11 @@ def _region(index: int, item: Any) -> Region:
     """A Region from a geojson-pydantic Feature or geometry: on the globe, valid, split at the antimeridian."""
     feature = item if isinstance(item, Feature) else None
     geometry = feature.geometry if feature else item
-    polygons = geometry.coordinates if isinstance(geometry, MultiPolygon) else [geometry.coordinates]
-    rings = [[[(p[0], p[1]) for p in ring] for ring in polygon] for polygon in polygons]
     name = f"feature {index}" + (f" (id {feature.id!r})" if feature and feature.id is not None else "")
+    polygons = _polygons(geometry)
+    if not polygons or not all(polygons):
+        raise DataError(f"{name} has no polygon (a null geometry or empty coordinates); give its rings")
+    rings = [[[(p[0], p[1]) for p in ring] for ring in polygon] for polygon in polygons]
     _check_on_globe(rings, name)
     crossing = any(_crosses_antimeridian(ring) for polygon in rings for ring in polygon)
     if crossing:
@@ -189,8 +191,10 @@ def _check_on_globe(rings: list[list[list[tuple[float, float]]]], name: str) -> 
 
 
 def _crosses_antimeridian(ring: list[tuple[float, float]]) -> bool:
+    """Whether an edge spans over 180 deg of longitude (one along the globe's edge, from -180 to 180, does not)."""
     lons = np.array([p[0] for p in ring])
-    return bool((np.abs(np.diff(lons)) > 180).any())
+    along_edge = (np.abs(lons[:-1]) == 180) & (np.abs(lons[1:]) == 180)
+    return bool(((np.abs(np.diff(lons)) > 180) & ~along_edge).any())
 
 
 def _unwrapped(ring: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -206,9 +210,15 @@ def _split_at_antimeridian(shape: shapes.MultiPolygon) -> shapes.MultiPolygon:
     return shapes.MultiPolygon([g for g in parts if isinstance(g, shapes.Polygon)])
 
 
-def _vertices(geometry: Polygon | MultiPolygon) -> int:
-    polygons = geometry.coordinates if isinstance(geometry, MultiPolygon) else [geometry.coordinates]
-    return sum(len(ring) for polygon in polygons for ring in polygon)
+def _polygons(geometry: Polygon | MultiPolygon | None) -> list:
+    """The geometry's polygons' rings (none for a null geometry)."""
+    if geometry is None:
+        return []
+    return geometry.coordinates if isinstance(geometry, MultiPolygon) else [geometry.coordinates]
+
+
+def _vertices(geometry: Polygon | MultiPolygon | None) -> int:
+    return sum(len(ring) for polygon in _polygons(geometry) for ring in polygon)
 
 
 def _first_error(exc: ValidationError) -> str:

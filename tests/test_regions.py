@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobs import grid
 from jobs.regions import ANTIMERIDIAN_NOTE, RegionLimits, cell_weights, parse_regions
@@ -124,3 +126,43 @@ def test_the_limits_on_features_and_vertices_are_named():
         parse_regions(many, RegionLimits(features=2))
     with pytest.raises(TooLargeError, match="15 vertices, over the limit of 10"):
         parse_regions(many, RegionLimits(vertices=10))
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        {"type": "MultiPolygon", "coordinates": []},
+        {"type": "Polygon", "coordinates": []},
+        {"type": "MultiPolygon", "coordinates": [[]]},
+        {"type": "Feature", "geometry": None, "properties": {}},
+    ],
+)
+def test_empty_geometries_are_refused(geometry):
+    with pytest.raises(DataError, match="has no polygon"):
+        parse_regions(geometry)
+
+
+def test_a_band_round_the_globe_is_not_taken_for_an_antimeridian_crossing():
+    region = parse_regions(polygon(box(-180, 89, 180, 90)))[0]  # edges from -180 to 180 run along the globe's edge
+    w = cell_weights(region)
+    assert region.notes == () and len(w.rows) == 20 * grid.N_LON
+    assert w.area_km2 == pytest.approx(band_area_km2(-180, 89, 180, 90), rel=1e-9)
+
+
+coordinate = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-400, 400), st.floats(-2, 2))
+ring = st.lists(st.lists(coordinate, min_size=1, max_size=3), min_size=0, max_size=8)
+geometry = st.fixed_dictionaries({
+    "type": st.sampled_from(["Polygon", "MultiPolygon", "Point", "Feature"]),
+    "coordinates": st.one_of(st.lists(ring, max_size=3), st.lists(st.lists(ring, max_size=2), max_size=2)),
+})  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(geometry)
+def test_any_json_gets_regions_or_a_domain_error_never_a_crash(document):
+    closed = json.loads(json.dumps(document))  # JSON round trip, as a body arrives (NaN and Infinity included)
+    try:
+        for region in parse_regions(closed):
+            cell_weights(region)
+    except (DataError, TooLargeError):
+        pass
