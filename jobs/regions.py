@@ -109,6 +109,11 @@ def cell_weights(region: Region) -> CellWeights:
     parts = list(region.geometry.geoms) if isinstance(region.geometry, shapes.MultiPolygon) else [region.geometry]
     found = [_part_weights(part) for part in parts]
     rows, cols, coverage = (np.concatenate([f[k] for f in found]) for k in range(3))
+    if not len(rows):
+        raise DataError(
+            f"feature {region.index} covers under {MIN_COVERAGE:g} of every cell it touches (a sliver of a few cm2); "
+            "it has no area to total"
+        )
     cells, where = np.unique(rows * grid.N_LON + cols, return_inverse=True)  # parts may share a cell
     coverage = np.minimum(np.bincount(where, weights=coverage), 1.0)
     rows, cols = cells // grid.N_LON, cells % grid.N_LON

@@ -142,6 +142,11 @@ def test_empty_geometries_are_refused(geometry):
         parse_regions(geometry)
 
 
+def test_a_sliver_with_no_measurable_area_is_refused():
+    with pytest.raises(DataError, match="no area to total"):
+        weights_of(polygon([[10.01, 45.01], [10.01 + 1e-7, 45.01], [10.01, 45.01 + 1e-7], [10.01, 45.01]]))
+
+
 def test_a_band_round_the_globe_is_not_taken_for_an_antimeridian_crossing():
     region = parse_regions(polygon(box(-180, 89, 180, 90)))[0]  # edges from -180 to 180 run along the globe's edge
     w = cell_weights(region)
