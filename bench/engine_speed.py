@@ -3,9 +3,9 @@
 End to end: `jobs.engine.upscale` on the demo's synthetic drivers (Zarr), one year, WORKERS single-threaded
 workers, from the cluster's start to the cube and its quick-look written. Two measures of the bare model:
 
-- in the run: the time the tasks spent in `Predictor.predict_arrays`, per task slot, over the wall time
+- in the run: the time the tasks spent in `Predictor.ensemble_members`, per task slot, over the wall time
   (`Summary.efficiency`);
-- alone: `predict_arrays` on one tile's features already in memory (the same spin-up, support sets, members and
+- alone: `ensemble_members` on one tile's features already in memory (the same spin-up, support sets, members and
   precision) on one torch thread in this process, times WORKERS: what the workers would do if they did nothing but
   run the model, without contending for memory bandwidth; the ratio is end-to-end pixel-days/s over that rate.
 
@@ -40,7 +40,7 @@ JOBS = {  # name: bbox, precision, tile_chunks (None: the default 2 x 2 chunks)
 
 
 def bare_rate(request: JobRequest, resources: Resources) -> float:
-    """Pixel-days/s of predict_arrays alone on the job's first land tile's features, one thread (median of 3 runs),
+    """Pixel-days/s of ensemble_members alone on the job's first land tile's features, one thread (median of 3 runs),
     times WORKERS."""
     job = prepare_job(request, resources).job
     predictor = cached_predictor(job.checkpoint, job.sha256, job.members, job.precision)
@@ -50,11 +50,11 @@ def bare_rate(request: JobRequest, resources: Resources) -> float:
             break
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    predictor.predict_arrays(x[:64], statics[:64], x_support[:64])  # warm-up
+    predictor.ensemble_members(x[:64], statics[:64], x_support[:64])  # warm-up
     seconds = []
     for _ in range(3):
         started = time.perf_counter()
-        predictor.predict_arrays(x, statics, x_support)
+        predictor.ensemble_members(x, statics, x_support)
         seconds.append(time.perf_counter() - started)
     torch.set_num_threads(threads)
     return WORKERS * len(ii) * len(run_dates(job.start, job.end)) / float(np.median(seconds))

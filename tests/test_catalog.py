@@ -2,11 +2,14 @@
 
 import logging
 import shutil
+import warnings
 
 import pytest
+import zarr
 from conftest import GARDA, upscale_job
 from fastapi.testclient import TestClient
 
+from jobs.outputs import DAILY, MEMBERS
 from service.api import create_app
 from service.catalog import Catalog
 from service.settings import Settings
@@ -67,3 +70,16 @@ def test_a_cube_whose_metadata_cannot_be_read_is_named_in_a_503(root, tmp_path, 
     (message,) = catalog_log(caplog)
     assert message.startswith(f"cannot read cube 'odd' at {root / 'odd.zarr'}: IsADirectoryError")
     assert app(root, tmp_path).get("/cubes/garda").status_code == 503
+
+
+def test_a_cube_written_before_the_members_monthly_means_is_still_served(root, tmp_path):
+    assert Catalog(root).get("garda").description["members_monthly"] is True
+    for name in MEMBERS:  # as a cube of tamrl before them
+        shutil.rmtree(root / "garda.zarr" / name)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Object at r\d+_c\d+ is not recognized", category=UserWarning)
+        zarr.consolidate_metadata(str(root / "garda.zarr"))
+    old = Catalog(root).get("garda")
+    assert old.description["members_monthly"] is False and old.variables == list(DAILY)
+    response = app(root, tmp_path).get("/flux", params=POINT)
+    assert response.status_code == 200 and len(response.json()["variables"]["GPP"]["values"]) == 5

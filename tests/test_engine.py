@@ -5,6 +5,7 @@ The checkpoint and drivers are conftest's tiny ones, so each run takes about a s
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import fsspec
@@ -19,12 +20,13 @@ from conftest import upscale_job
 from jobs import cluster, compute, engine, grid, static
 from jobs.compute import run_dates, support_dates
 from jobs.drivers import GridDrivers
-from jobs.outputs import DAILY, VARIABLES
+from jobs.outputs import DAILY, MEMBERS, OUTPUTS, VARIABLES, members_of
 from jobs.synthetic import synthetic_drivers
 from jobs.tiles import Tile
 from jobs.writer import Cube, CubeSpec
 from service.cli import main
 from tamrl.calibration import cube_bounds
+from tamrl.checkpoint import load_bundle, save_bundle
 from tamrl.errors import ConfigError, DataError
 from tamrl.features import BANDS, CLEAR, TARGETS
 from tamrl.predict import Predictor
@@ -88,6 +90,95 @@ def test_cube_equals_tamrl_predict_at_pixels(cube, checkpoint, drivers):
             lo, hi = cube_bounds(ds.isel(lat=[i], lon=[j]), target)  # from the float32 mean and spread of the cube
             np.testing.assert_allclose(lo.values[:, 0, 0], expected[f"{target}_p05"].values, rtol=1e-4, atol=1e-4)
             np.testing.assert_allclose(hi.values[:, 0, 0], expected[f"{target}_p95"].values, rtol=1e-4, atol=1e-4)
+
+
+def test_the_members_monthly_means_are_laid_out_as_the_contract_says(cube):
+    ds, summary = cube
+    march, april = pd.Timestamp("2020-03-01"), pd.Timestamp("2020-04-01")
+    assert list(ds.indexes["month"]) == [march, april]
+    assert ds.month.attrs == {"long_name": "month", "bounds": "month_bnds"}
+    end = pd.Timestamp(END) + pd.Timedelta(days=1)  # bounds end exclusive: the day after the last cube day
+    np.testing.assert_array_equal(ds.month_bnds.values, np.array([[march, april], [april, end]], "datetime64[ns]"))
+    assert ds.member.values.tolist() == [0, 1, 2] and ds.member.dtype == np.int32
+    assert ds.member.attrs["long_name"] == "ensemble member (checkpoint member index)"
+    raw = xr.open_zarr(summary.url, decode_times=False)
+    assert raw.month.attrs["units"] == raw.time.attrs["units"] == f"days since {START}" and raw.month.dtype == np.int32
+    assert raw.month.values.tolist() == [0, 31] and raw.month_bnds.values.tolist() == [[0, 31], [31, 60]]
+    for target in TARGETS:
+        members = ds[members_of(target)]
+        assert members.name == f"{target}_members" and members.name in MEMBERS
+        assert members.dims == ("month", "member", "lat", "lon") and members.dtype == np.float32
+        assert members.encoding["chunks"] == (2, 3, *CHUNK[1:]) and np.isnan(members.encoding["_FillValue"])
+        assert members.attrs["units"] == ds[target].attrs["units"] and members.attrs["cell_methods"] == "month: mean"
+        assert "per ensemble member" in members.attrs["long_name"] and "totals" in members.attrs["comment"]
+
+
+def test_the_mean_of_the_members_monthly_means_is_the_monthly_mean_of_the_daily_flux(cube):
+    ds, _ = cube
+    for target in TARGETS:
+        members = ds[members_of(target)].values  # (month, member, lat, lon)
+        daily = ds[target].values
+        assert (np.isnan(members) == np.isnan(daily[0])).all()  # NaN exactly where the daily flux is not computed
+        land = ds.land_mask.values == 1
+        assert np.isfinite(members[:, :, land]).all() and members[:, :, land].std(axis=1).max() > 0
+        monthly = np.stack([daily[:31].mean(axis=0), daily[31:].mean(axis=0)])  # March, April (29 days: the cube ends on the 29th)
+        np.testing.assert_allclose(members.mean(axis=1)[:, land], monthly[:, land], rtol=1e-5, atol=1e-6)
+
+
+def test_the_members_monthly_means_equal_a_hand_computation_from_the_raw_members(cube, checkpoint, drivers):
+    ds, _ = cube
+    predictor = Predictor.load(checkpoint)
+    assert ds.attrs["nee_rule"] == predictor.inference["nee"] == "head"  # NEE is the model's NEE head, not clipped
+    raw = xr.open_zarr(drivers)
+    land = np.argwhere(ds.land_mask.values == 1)
+    i, j = land[len(land) // 3]
+    lat, lon = float(ds.lat[i]), float(ds.lon[j])
+    cell = raw.sel(lat=lat, lon=lon)
+    igbp = str(static.igbp_names(ds.igbp.values[i, j]))
+    koppen = str(static.koppen_letters(static.koppen(BBOX).sel(lat=lat, lon=lon).values))
+    run_days = run_dates(pd.Timestamp(START), pd.Timestamp(END))
+    x, statics = predictor.features(pixel_frame(cell, run_days), lat, lon, igbp, koppen)
+    support = predictor.features(pixel_frame(cell, support_dates([2019])), lat, lon, igbp, koppen)[0]
+    members = predictor.members(x[None], statics[None], support_raw=support[None])[:, 0].astype(np.float64)
+    members[..., :2] = np.maximum(members[..., :2], 0)  # (member, day, target): GPP and RECO clipped at zero
+    kept = run_days >= pd.Timestamp(START)  # the spin-up is not the cube's
+    march, april = members[:, kept & (run_days.month == 3)], members[:, kept & (run_days.month == 4)]
+    assert march.shape[1] == 31 and april.shape[1] == 29
+    for t, target in enumerate(TARGETS):
+        expected = np.stack([march[..., t].mean(axis=1), april[..., t].mean(axis=1)])  # (month, member)
+        np.testing.assert_allclose(ds[members_of(target)].values[:, :, i, j], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_members_follow_the_balance_nee_rule(checkpoint, drivers, tmp_path):
+    bundle = load_bundle(checkpoint)
+    bundle = {k: v for k, v in bundle.items() if k not in ("path", "sha256")}
+    bundle["inference"] = {**bundle["inference"], "nee": "balance"}
+    balance = save_bundle(bundle, tmp_path / "balance.pt")
+    summary = run(balance, drivers, tmp_path / "cube.zarr", end="2020-03-10")
+    ds = xr.open_zarr(summary.url).load()
+    assert ds.attrs["nee_rule"] == "balance" and ds.sizes["month"] == 1
+    land = ds.land_mask.values == 1
+    gpp, reco, nee = (ds[members_of(t)].values[..., land] for t in TARGETS)
+    assert (gpp >= 0).all() and (reco >= 0).all() and np.isfinite(nee).all()
+    np.testing.assert_allclose(nee, reco - gpp, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(nee.mean(axis=1)[0], ds.NEE.values[:, land].mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def stored_bytes(url: str, name: str) -> int:
+    """Bytes of the chunk objects of variable ``name`` in the local Zarr store at ``url``."""
+    return sum(f.stat().st_size for f in (Path(url) / name / "c").rglob("*") if f.is_file())
+
+
+def test_the_members_take_at_most_half_the_bytes_of_the_daily_variables(cube):
+    """Uncompressed, the member arrays are members x months / (2 x days) of the daily ones (3 variables of members x
+    months values per cell against 6 of days): at most half as long as members x months <= days. The tiny cube
+    (3 members, 2 months, 60 days) is well inside; the demo cube (10 members, 12 months, 365 days) is measured in
+    docs/BENCHMARKS.md."""
+    ds, summary = cube
+    members, daily = (sum(stored_bytes(summary.url, name) for name in names) for names in (MEMBERS, DAILY))
+    raw = {name: math.prod(ds[name].shape) * np.dtype(OUTPUTS[name].dtype).itemsize for name in VARIABLES}
+    assert sum(raw[n] for n in MEMBERS) / sum(raw[n] for n in DAILY) == 3 * 2 / (2 * 60)
+    assert 0 < members <= 0.5 * daily, (members, daily)
 
 
 def pixel_frame(cell: xr.Dataset, dates: pd.DatetimeIndex) -> pd.DataFrame:

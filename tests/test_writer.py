@@ -14,7 +14,7 @@ import xarray as xr
 import zarr
 
 from jobs import grid, static
-from jobs.outputs import VARIABLES
+from jobs.outputs import DAILY, MEMBERS, OUTPUTS, VARIABLES
 from jobs.tiles import Tile, plan_tiles
 from jobs.writer import CubeSpec, create_cube
 from tamrl import __version__
@@ -61,13 +61,16 @@ def land(igbp) -> np.ndarray:
     return mask
 
 
+SIZES = make_spec().sizes  # of the outputs' dims other than lat and lon: 5 days, 1 month, 3 members
+
+
 def tile_values(tile: Tile, seed: int, land: np.ndarray) -> dict[str, np.ndarray]:
     """Random values on the tile's land cells, NaN elsewhere, as the engine writes them."""
     rng = np.random.default_rng(seed)
     on_land = land[tile.cube_rows, tile.cube_cols]
     return {
-        name: np.where(on_land, rng.normal(size=(DAYS, *tile.shape)), np.nan).astype(np.float32)
-        for name in VARIABLES
+        name: np.where(on_land, rng.normal(size=o.shape(SIZES, tile.shape)), np.nan).astype(np.float32)
+        for name, o in OUTPUTS.items()
     }
 
 
@@ -126,11 +129,19 @@ def test_template_is_cf_described_and_empty(tmp_path, igbp):
     url = str(tmp_path / "cube.zarr")
     cube = create_cube(url, make_spec(), igbp=igbp, extra_attrs={"institution": "test"})
     ds = read(url)
+    assert SIZES == {"time": DAYS, "month": 1, "member": 3}
     for name in VARIABLES:
-        assert ds[name].dims == ("time", "lat", "lon") and ds[name].dtype == np.float32
+        assert ds[name].dtype == np.float32 and np.isnan(ds[name].values).all()
         assert ds[name].attrs["units"] == "g m-2 d-1" and ds[name].attrs["long_name"]
-        assert ds[name].encoding["chunks"] == (DAYS, CHUNK, CHUNK)
-        assert np.isnan(ds[name].values).all()
+    for name in DAILY:
+        assert ds[name].dims == ("time", "lat", "lon") and ds[name].encoding["chunks"] == (DAYS, CHUNK, CHUNK)
+    for name in MEMBERS:  # a chunk holds every month and member, so a tile writes whole chunks
+        assert ds[name].dims == ("month", "member", "lat", "lon")
+        assert ds[name].encoding["chunks"] == (1, 3, CHUNK, CHUNK)
+        assert ds[name].attrs["cell_methods"] == "month: mean" and "per ensemble member" in ds[name].attrs["long_name"]
+        assert "partial month" in ds[name].attrs["comment"] and "totals" in ds[name].attrs["comment"]
+    assert ds.GPP_members.shape == (1, 3, 30, 30) and ds.member.values.tolist() == [0, 1, 2]
+    assert ds.member.dtype == np.int32 and ds.member.attrs["long_name"] == "ensemble member (checkpoint member index)"
     assert ds.GPP.attrs["standard_name"] == "gross_primary_productivity_of_biomass_expressed_as_carbon"
     assert "standard_name" not in ds.NEE.attrs and "source to the atmosphere" in ds.NEE.attrs["long_name"]
     assert "ensemble standard deviation" in ds.NEE_std.attrs["long_name"]
@@ -157,6 +168,23 @@ def test_template_is_cf_described_and_empty(tmp_path, igbp):
     assert CubeSpec.model_validate_json(attrs["tamrl_spec"]) == make_spec()
     create_cube(url, make_spec(synthetic=False), igbp=igbp, overwrite=True)
     assert read(url).attrs["synthetic"] == 0 and "comment" not in read(url).attrs
+
+
+def test_months_are_the_calendar_months_the_days_touch_with_the_first_cube_day_as_value(tmp_path, igbp):
+    url = str(tmp_path / "cube.zarr")
+    create_cube(url, make_spec(start="2020-01-30", end="2020-02-03"), igbp=igbp)  # 5 days over two months
+    ds = read(url)
+    expected = np.array(["2020-01-30", "2020-02-01"], "datetime64[ns]")
+    np.testing.assert_array_equal(ds.month.values, expected)
+    assert ds.month.attrs == {"long_name": "month", "bounds": "month_bnds"}
+    # bounds: the first cube day in the month and the day after the last one (end exclusive)
+    bounds = np.array([["2020-01-30", "2020-02-01"], ["2020-02-01", "2020-02-04"]], "datetime64[ns]")
+    np.testing.assert_array_equal(ds.month_bnds.values, bounds)
+    assert ds.NEE_members.shape == (2, 3, 30, 30) and ds.NEE_members.encoding["chunks"] == (2, 3, CHUNK, CHUNK)
+    group = zarr.open_group(url)
+    assert group["month"].attrs["units"] == group["time"].attrs["units"] == "days since 2020-01-30"
+    assert group["month"].dtype == group["month_bnds"].dtype == np.int32
+    assert group["month"][:].tolist() == [0, 2] and group["month_bnds"][:].tolist() == [[0, 2], [2, 5]]
 
 
 def test_tiles_write_resume_and_finalize(tmp_path, igbp, land):
@@ -220,8 +248,8 @@ def test_unaligned_or_malformed_writes_are_refused(tmp_path, igbp, land):
         cube.write_tile(tile, {"GPP": tile_values(tile, 1, land)["GPP"]})
     with pytest.raises(ValueError, match="shape"):
         cube.write_tile(tile, {name: np.zeros((DAYS, 3, 3)) for name in VARIABLES})
-    wet = {name: np.ones((DAYS, *tile.shape), np.float32) for name in VARIABLES}
-    with pytest.raises(ValueError, match="hold values off land"):
+    wet = tile_values(tile, 1, land) | {"RECO_members": np.ones(OUTPUTS["RECO_members"].shape(SIZES, tile.shape))}
+    with pytest.raises(ValueError, match="RECO_members hold values off land"):
         cube.write_tile(tile, wet)
     assert cube.finished() == set()
     with pytest.raises(ConfigError, match="extra_attrs may not set title"):
