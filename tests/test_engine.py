@@ -121,7 +121,7 @@ def test_the_mean_of_the_members_monthly_means_is_the_monthly_mean_of_the_daily_
         assert (np.isnan(members) == np.isnan(daily[0])).all()  # NaN exactly where the daily flux is not computed
         land = ds.land_mask.values == 1
         assert np.isfinite(members[:, :, land]).all() and members[:, :, land].std(axis=1).max() > 0
-        monthly = np.stack([daily[:31].mean(axis=0), daily[31:].mean(axis=0)])  # March, April (29 days: the cube ends on the 29th)
+        monthly = np.stack([daily[:31].mean(axis=0), daily[31:].mean(axis=0)])  # March; April to the 29th
         np.testing.assert_allclose(members.mean(axis=1)[:, land], monthly[:, land], rtol=1e-5, atol=1e-6)
 
 
