@@ -38,7 +38,8 @@ def country(vertices: int = VERTICES) -> dict:
         radius = 4.2 + 0.7 * math.sin(7 * angle)
         ring.append([CENTRE[0] + radius * math.cos(angle), CENTRE[1] + radius * math.sin(angle)])
     ring.append(ring[0])
-    return {"type": "Feature", "id": "country", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    geometry = {"type": "Polygon", "coordinates": [ring]}
+    return {"type": "Feature", "id": "country", "properties": {}, "geometry": geometry}
 
 
 def in_process(cube: str, body: bytes, freq: str) -> tuple[float, dict]:

@@ -53,7 +53,8 @@ def main() -> None:
             seconds.append(time.perf_counter() - started)
             response.raise_for_status()
         total = response.json()["variables"]["GPP"]["value"]
-        print(f"bbox total over {BBOX_5X5} for the year ({response.json()['computed_cells']:,} computed cells x 365 days): "
+        cells = response.json()["computed_cells"]
+        print(f"bbox total over {BBOX_5X5} for the year ({cells:,} computed cells x 365 days): "
               f"median {np.median(seconds) * 1000:.0f} ms, max {max(seconds) * 1000:.0f} ms over {REPEATS} runs "
               f"(GPP {total:.1f} Tg C)")  # fmt: skip
     finally:

@@ -66,6 +66,9 @@ class CubeInfo(BaseModel):
     checkpoint_sha256: str
     feature_set: str
     ensemble_size: int
+    members_monthly: bool = Field(
+        description="whether the cube holds each member's monthly means, which totals need for their spread"
+    )
     synthetic: bool
     source: str
     references: str

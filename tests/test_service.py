@@ -71,7 +71,7 @@ def test_cubes_lists_the_complete_cubes(client):
     assert info["name"] == "garda" and info["bbox"] == list(GARDA)
     assert (info["start"], info["end"]) == (START, END)
     assert info["variables"] == ["GPP", "RECO", "NEE", "GPP_std", "RECO_std", "NEE_std"]
-    assert info["synthetic"] is True and info["ensemble_size"] == 3
+    assert info["synthetic"] is True and info["ensemble_size"] == 3 and info["members_monthly"] is True
     assert client.get("/cubes/garda").json() == info
     assert client.get("/cubes/nope").status_code == 404
 
