@@ -85,13 +85,19 @@ def fit_calibration(oof: pd.DataFrame, source: str, members: int) -> dict[str, A
 def bounds(calibration: dict[str, Any], mean: np.ndarray, spread: np.ndarray, members: int):
     """p05 and p95 (..., 3) from the mean and spread (..., 3) of a ``members``-member ensemble."""
     lo, hi = np.empty_like(mean), np.empty_like(mean)
-    factor = sigma_factor(members)
     for k, target in enumerate(TARGETS):
-        entry = calibration["targets"][target]
-        width = spread[..., k] * factor + entry["floor"]
-        lo[..., k] = mean[..., k] + entry["quantiles"][0] * width
-        hi[..., k] = mean[..., k] + entry["quantiles"][1] * width
+        lo[..., k], hi[..., k] = target_bounds(calibration, target, mean[..., k], spread[..., k], members)
     return lo, hi
+
+
+def target_bounds(calibration: dict[str, Any], target: str, mean: "np.ndarray | xr.DataArray",
+                  spread: "np.ndarray | xr.DataArray", members: int) -> tuple:  # fmt: skip
+    """p05 and p95 of ``target`` from its mean and spread over a ``members``-member ensemble (numpy or xarray
+    arrays, computed in their dtype): mean + q * (spread * sigma_factor(members) + floor)."""
+    entry = calibration["targets"][target]
+    width = spread * sigma_factor(members) + entry["floor"]
+    q05, q95 = entry["quantiles"]
+    return mean + q05 * width, mean + q95 * width
 
 
 def cube_bounds(cube: "xr.Dataset", target: str) -> tuple["xr.DataArray", "xr.DataArray"]:
@@ -103,7 +109,6 @@ def cube_bounds(cube: "xr.Dataset", target: str) -> tuple["xr.DataArray", "xr.Da
     """
     if "tamrl_calibration" not in cube.attrs:
         raise DataError("this cube carries no calibration (its checkpoint had none), so it has no 90% intervals")
-    entry = json.loads(cube.attrs["tamrl_calibration"])["targets"][target]
-    width = cube[f"{target}_std"] * sigma_factor(int(cube.attrs["ensemble_size"])) + entry["floor"]
-    q05, q95 = entry["quantiles"]
-    return (cube[target] + q05 * width).rename(f"{target}_p05"), (cube[target] + q95 * width).rename(f"{target}_p95")
+    calibration = json.loads(cube.attrs["tamrl_calibration"])
+    lo, hi = target_bounds(calibration, target, cube[target], cube[f"{target}_std"], int(cube.attrs["ensemble_size"]))
+    return lo.rename(f"{target}_p05"), hi.rename(f"{target}_p95")
