@@ -100,6 +100,13 @@ class OpenCube:
         return dict(self.group.attrs)
 
     @cached_property
+    def calibration(self) -> dict | None:
+        """The checkpoint's calibration of the daily 90% intervals (`tamrl.calibration`), or None for a cube
+        without one."""
+        text = self.attrs.get("tamrl_calibration")
+        return json.loads(text) if text else None
+
+    @cached_property
     def lat(self) -> np.ndarray:
         return self.group["lat"][:]
 
@@ -167,6 +174,7 @@ class OpenCube:
     def prepare(self) -> None:
         """Read everything a point query needs besides chunks (metadata, coordinates, static layers)."""
         _ = self.requested, self.origin, self.land, self.igbp, self.arrays, self.dates, self.description, self.lat
+        _ = self.calibration
         self.ready = True
 
     ready = False  # whether `prepare` ran: cache-only queries need it

@@ -25,6 +25,7 @@ from jobs.outputs import FLUXES, spread_of
 from jobs.regions import bbox_region
 from jobs.totals import G_PER_TG, NEE_RULES, CubeSource, TotalsQuery, totals
 from service.catalog import Catalog, NotCached, OpenCube
+from tamrl.calibration import target_bounds
 from tamrl.errors import ConflictError, DataError, NotFoundError, TooLargeError
 from tamrl.features import TARGET_UNITS
 
@@ -59,14 +60,14 @@ class PointSeries:
     days: slice
     values: dict[str, np.ndarray]  # a flux and its spread (`jobs.outputs.spread_of`) -> (days,)
 
-    @property
-    def times(self) -> pd.DatetimeIndex:
-        return self.cube.times[self.days]
-
-    def frame(self) -> pd.DataFrame:
-        frame = pd.DataFrame(self.values, index=self.times)
-        frame.index.name = "date"
-        return frame
+    def bounds(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The calibrated daily 5% and 95% bounds of flux ``name``, by `tamrl.calibration.cube_bounds`' formula, or
+        None for a cube without a calibration."""
+        calibration = self.cube.calibration
+        if calibration is None:
+            return None
+        mean, spread = self.values[name], self.values[spread_of(name)]
+        return target_bounds(calibration, name, mean, spread, int(self.cube.attrs["ensemble_size"]))
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,15 @@ class Problem(BaseModel):
 
 
 class Series(BaseModel):
-    """A daily series and its ensemble spread (one standard deviation over members); null where not computed."""
+    """A daily series, its ensemble spread (one standard deviation over members) and, for a cube with a calibration,
+    its calibrated 90% interval; null where not computed."""
 
-    values: list[float | None]
-    std: list[float | None]
+    values: list[float | None] = Field(description="daily mean of the ensemble members")
+    std: list[float | None] = Field(description="standard deviation over the members (the spread, not the error)")
+    p05: list[float | None] | None = Field(
+        None, description="calibrated daily 5% bound (`tamrl.calibration.cube_bounds`); absent without a calibration"
+    )
+    p95: list[float | None] | None = Field(None, description="calibrated daily 95% bound; absent without a calibration")
 
 
 class Provenance(BaseModel):
