@@ -24,7 +24,7 @@ from service.api import create_app
 from service.downloads import GEOTIFF, POINT_FORMATS, to_covjson, to_csv
 from service.routes.flux import BBOX_FORMATS
 from service.settings import Settings
-from tamrl.calibration import cube_bounds
+from tamrl.calibration import cube_bounds, sigma_factor
 
 START, END = "2020-03-01", "2020-04-29"
 POINT = {"lat": 45.62, "lon": 10.92}  # land east of the lake
@@ -116,6 +116,10 @@ def test_the_point_series_carries_the_calibrated_interval_of_cube_bounds(client,
         lo, hi = (bound.isel(cell).values for bound in cube_bounds(garda, name))
         np.testing.assert_allclose(series["p05"], lo, atol=1e-5)
         np.testing.assert_allclose(series["p95"], hi, atol=1e-5)
+        entry = json.loads(garda.attrs["tamrl_calibration"])["targets"][name]  # the formula, written out, on the
+        width = np.array(series["std"]) * sigma_factor(3) + entry["floor"]  # answer's std rounded to 5 decimals,
+        expected = series["values"] + entry["quantiles"][1] * width  # which q95 * sigma_factor (< 10) magnifies
+        np.testing.assert_allclose(series["p95"], expected, atol=1e-4)
         assert (np.array(series["p05"]) < series["values"]).all() and (np.array(series["p95"]) > series["values"]).all()
 
 
