@@ -27,7 +27,7 @@ from service.admission import Admission
 from service.catalog import Catalog
 from service.dependencies import authorised, check_token
 from service.limits import BodyLimit, RateLimit
-from service.routes import PROBLEMS, cubes, flux, jobs, regions
+from service.routes import PROBLEMS, cubes, flux, jobs, regions, viewer
 from service.settings import Settings
 from tamrl import __version__
 from tamrl.errors import (
@@ -61,7 +61,7 @@ ERROR_STATUS: dict[type[TamrlError], int] = {
     UnavailableError: 503,
 }
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
-ROUTERS = (cubes.router, flux.router, regions.router, jobs.router)  # in the order of their paths in the OpenAPI
+ROUTERS = (cubes.router, flux.router, regions.router, jobs.router, viewer.router)  # in their paths' OpenAPI order
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
