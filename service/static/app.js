@@ -124,7 +124,7 @@
     }
     if (state.chart) state.chart.destroy();
     $("chart").innerHTML = "";
-    state.chart = new uPlot({ width: 330, height: 220, series: lines,
+    state.chart = new uPlot({ width: 340, height: 200, series: lines,
       bands: [{ series: [1, 2], fill: "rgba(31,119,180,0.18)" }],
       axes: [{}, { label: `${name} (${units})`, size: 50 }] }, data, $("chart"));
     const known = v.values.filter((y) => y !== null), member = state.cube.ensemble_size;
