@@ -48,8 +48,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def base(checkpoint, drivers, tmp_path_factory) -> str:
-    """The URL of a real ``tamrl serve`` over the tiny Garda cube."""
-    folder = served_cubes(tmp_path_factory.mktemp("viewer"), checkpoint, drivers, START, END)
+    """The URL of a real ``tamrl serve`` over the tiny Garda cube (the server starts while the cube is made: the
+    catalog serves a cube once it is complete)."""
+    folder = tmp_path_factory.mktemp("viewer")
     port = free_port()
     command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--cubes", str(folder),
                "--workers", "0"]  # fmt: skip
@@ -57,16 +58,18 @@ def base(checkpoint, drivers, tmp_path_factory) -> str:
                               text=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
+        served_cubes(folder, checkpoint, drivers, START, END)
         deadline = time.monotonic() + START_S
         while True:
             try:
-                httpx.get(f"{url}/cubes", timeout=1).raise_for_status()
-                break
+                if httpx.get(f"{url}/cubes", timeout=1).json():
+                    break
             except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    output = server.stdout.read() if server.poll() is not None else f"no answer in {START_S} s"
-                    pytest.fail(f"tamrl serve did not start: {output}")
-                time.sleep(0.1)
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                output = server.stdout.read() if server.poll() is not None else f"no cube served in {START_S} s"
+                pytest.fail(f"tamrl serve did not start: {output}")
+            time.sleep(0.1)
         yield url
     finally:
         server.terminate()
