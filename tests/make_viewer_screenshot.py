@@ -45,13 +45,18 @@ def main() -> None:
         wait.until(lambda d: d.execute_script("return document.body.dataset.tiles === 'loaded'"))
         driver.execute_script(
             "const day = document.getElementById('day'); day.value = tamrl.days.indexOf(arguments[0]);"
-            "day.dispatchEvent(new Event('input')); day.dispatchEvent(new Event('change'));", args.date)
+            "day.dispatchEvent(new Event('input')); day.dispatchEvent(new Event('change'));",
+            args.date,
+        )
         wait.until(lambda d: d.execute_script("return document.body.dataset.tiles === 'loaded'"))
         lat, lon = map(float, args.point.split(","))
         x, y = driver.execute_script(
             "const p = tamrl.map.latLngToContainerPoint([arguments[0], arguments[1]]);"
             "const r = tamrl.map.getContainer().getBoundingClientRect();"
-            "return [Math.round(r.left + p.x), Math.round(r.top + p.y)];", lat, lon)
+            "return [Math.round(r.left + p.x), Math.round(r.top + p.y)];",
+            lat,
+            lon,
+        )
         click = ActionBuilder(driver)
         click.pointer_action.move_to_location(x, y).click()
         click.perform()

@@ -116,7 +116,7 @@ def screen_point(driver, lat: float, lon: float) -> tuple[int, int]:
 
 def gradient(stops: list[dict]) -> np.ndarray:
     """The legend's colours, interpolated between its stops (RGB, 0-255)."""
-    rgb = np.array([[int(s["color"][k:k + 2], 16) for k in (1, 3, 5)] for s in stops], float)
+    rgb = np.array([[int(s["color"][k : k + 2], 16) for k in (1, 3, 5)] for s in stops], float)
     t = np.linspace(0, 1, 50)[:, None]
     return np.concatenate([(1 - t) * a + t * b for a, b in itertools.pairwise(rgb)])
 
@@ -125,7 +125,7 @@ def test_the_map_is_drawn_in_the_legends_colours(page, base):
     legend = httpx.get(f"{base}/tiles/legend.json", params={"variable": "GPP"}).json()
     x, y = screen_point(page, *LAND)
     shot = np.asarray(Image.open(io.BytesIO(page.get_screenshot_as_png())).convert("RGB"), float)
-    patch = shot[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3)
+    patch = shot[y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3)
     background = np.array([0xDF, 0xE6, 0xEC])
     assert np.abs(patch - background).sum(axis=1).min() > 30, f"the map is blank at the land cell: {patch[4]}"
     distance = np.abs(patch[:, None, :] - gradient(legend["stops"])[None]).sum(axis=2).min(axis=1)
@@ -147,6 +147,9 @@ def test_a_click_on_a_land_pixel_charts_its_series(page, base):
     assert page.execute_script("return tamrl.chart.data[3]") == values  # the mean line holds the fetched series
     upper = [v + s for v, s in zip(values, expected["variables"]["GPP"]["std"], strict=True)]
     assert page.execute_script("return tamrl.chart.data[1]") == pytest.approx(upper)  # the band's upper edge
+    if "p05" in expected["variables"]["GPP"]:  # a calibrated cube's point answer (wt-gis): the dashed interval
+        assert page.execute_script("return tamrl.chart.data.slice(4)") == [expected["variables"]["GPP"][k]
+                                                                          for k in ("p95", "p05")]  # fmt: skip
     chart = np.asarray(Image.open(io.BytesIO(page.find_element(By.ID, "chart").screenshot_as_png)).convert("RGB"))
     line = (np.abs(chart.astype(int) - [0x1F, 0x77, 0xB4]).sum(axis=2) < 40).sum()
     assert line > 100, "the chart's mean line is not drawn"
@@ -166,6 +169,8 @@ def test_an_uploaded_polygon_shows_its_totals(page, base, tmp_path):
     assert "Tg C" in shown
     assert float(re.match(r"\s*([-+0-9.e]+)", shown)[1]) == float(f"{total:.4g}")
     assert answer["units"]["total"] == "Tg C" and total > 0
+    if answer["features"][0]["rows"][0]["GPP"].get("total_cal_p05") is not None:
+        assert "calibrated 90%" in page.find_element(By.ID, "totals").text
 
 
 def test_the_synthetic_cube_is_flagged(page):

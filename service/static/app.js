@@ -50,12 +50,19 @@
       if (state.data) state.map.removeLayer(state.data);
       state.data = tileLayer(tilejson, { zIndex: 2 });
       state.data.on("load", () => { document.body.dataset.tiles = "loaded"; });
+      state.data.once("tileerror", (e) => tileProblem(e.tile.src));
       state.data.addTo(state.map);
       drawLegend(legend);
       status("");
     } catch (e) {
       status(`The map: ${e.message}`, true);
     }
+  }
+
+  async function tileProblem(url) { // a tile failed: say why (the service's Problem) where the user sees it
+    const response = await fetch(url).catch(() => null);
+    const body = response && !response.ok ? await response.json().catch(() => null) : null;
+    if (body && body.detail) status(`The map: ${body.detail}`, true);
   }
 
   function tileLayer(tilejson, options) {
