@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 import fsspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,8 +28,9 @@ from service.admission import Admission
 from service.catalog import Catalog
 from service.dependencies import authorised, check_token
 from service.limits import BodyLimit, RateLimit
-from service.routes import PROBLEMS, cubes, flux, jobs, regions
+from service.routes import PROBLEMS, cubes, flux, jobs, regions, tiles, viewer
 from service.settings import Settings
+from service.web import WebConventions
 from tamrl import __version__
 from tamrl.errors import (
     AuthError,
@@ -60,8 +62,10 @@ ERROR_STATUS: dict[type[TamrlError], int] = {
     BusyError: 503,
     UnavailableError: 503,
 }
+CORS_METHODS = ["GET", "HEAD", "POST"]  # reads, and POST /flux/region; jobs are for clients with the token
+CORS_EXPOSED = ["ETag", "Tamrl-Cube", "Retry-After", "Content-Disposition"]  # headers a browser script may read
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
-ROUTERS = (cubes.router, flux.router, regions.router, jobs.router)  # in the order of their paths in the OpenAPI
+ROUTERS = (cubes.router, flux.router, regions.router, tiles.router, jobs.router, viewer.router)  # OpenAPI order
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -95,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, answer=error_response, timeout=settings.body_timeout_s, larger=larger)
     if settings.rate_limit:
         app.add_middleware(RateLimit, answer=error_response, per_minute=settings.rate_limit)
+    app.add_middleware(WebConventions, catalog=catalog, max_age=settings.cache_max_age_s)
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=CORS_METHODS,
+                       allow_headers=["*"], expose_headers=CORS_EXPOSED)  # fmt: skip
     for router in ROUTERS:
         app.include_router(router)
     return app

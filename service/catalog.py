@@ -13,13 +13,14 @@ logged with its cause and raised as UnavailableError, which the API answers with
 would read as "no cubes".
 """
 
+import itertools
 import json
 import logging
 import os
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Set
+from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -193,6 +194,34 @@ class OpenCube:
             parts.append(chunk[lo:hi, i - y * cy, j - x * cx])
         return np.concatenate(parts)
 
+    def window(self, name: str, days: slice, rows: slice, cols: slice) -> np.ndarray:
+        """Days ``days`` of variable ``name`` over local ``rows`` and ``cols`` (days, rows, cols), assembled from
+        whole chunks through the chunk cache, as map tiles read it."""
+        array = self.arrays[name]
+        out = np.empty((days.stop - days.start, rows.stop - rows.start, cols.stop - cols.start), array.dtype)
+        for key, chunk, (t, y, x) in self._chunks(array, (days, rows, cols)):
+            cached = self.cache.get((self.path, self.token, name, *key), lambda chunk=chunk: array[chunk])
+            out[t.start - days.start : t.stop - days.start, y.start - rows.start : y.stop - rows.start,
+                x.start - cols.start : x.stop - cols.start] = cached[grid.shift(t, chunk[0].start),
+                                                                    grid.shift(y, chunk[1].start),
+                                                                    grid.shift(x, chunk[2].start)]  # fmt: skip
+        return out
+
+    @staticmethod
+    def _chunks(array: zarr.Array, window: tuple[slice, ...]) -> Iterator[tuple[tuple, tuple[slice, ...], tuple]]:
+        """The chunks of ``array`` that ``window`` touches: each chunk's index, its slices, and the part of the
+        window inside it."""
+        ranges = []
+        for part, size, length in zip(window, array.chunks, array.shape, strict=True):
+            ranges.append([(k, slice(k * size, min((k + 1) * size, length)))
+                           for k in range(part.start // size, (part.stop - 1) // size + 1)])  # fmt: skip
+        for combo in itertools.product(*ranges):
+            key = tuple(k for k, _ in combo)
+            chunk = tuple(s for _, s in combo)
+            inside = tuple(slice(max(s.start, p.start), min(s.stop, p.stop))
+                           for s, p in zip(chunk, window, strict=True))  # fmt: skip
+            yield key, chunk, inside
+
     def series_cost(self, name: str, t0: int, t1: int) -> int:
         """Values decoded to read days ``t0:t1`` of variable ``name`` at one cell: every chunk `series` touches."""
         ct, cy, cx = self.arrays[name].chunks
@@ -252,6 +281,11 @@ class Catalog:
             if cube is not None:
                 found.append(cube)
         return found
+
+    def versions(self) -> list[tuple[str, object]]:
+        """Each served cube's name and token: changes when a cube appears, goes, or is rewritten, resumed or
+        finalized by a job (what an ETag is tied to, `service.web`)."""
+        return [(cube.name, cube.token) for cube in self.cubes()]
 
     def get(self, name: str) -> OpenCube:
         """The cube called ``name``; NotFoundError naming the available ones."""

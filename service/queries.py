@@ -180,6 +180,17 @@ def cube_holding(catalog: Catalog, rows: slice, cols: slice, period: Period, wha
     return _choose(holding, period, what, catalog.default)
 
 
+def cube_overlapping(catalog: Catalog, rows: slice, cols: slice, period: Period, what: str,
+                     cube_name: str | None = None) -> tuple[OpenCube, slice]:  # fmt: skip
+    """The cube named, or chosen by the module's rule among those whose bbox overlaps global ``rows`` and ``cols``
+    (a map tile), and its days of ``period``; ``what`` names the request in errors."""
+    cubes = [catalog.get(cube_name)] if cube_name else catalog.cubes()
+    touching = [c for c in cubes if _overlaps(c, rows, cols)]
+    if not touching:
+        raise NotFoundError(f"no cube overlaps {what}; cubes: {_extents(cubes)}")
+    return _choose(touching, period, what, catalog.default)
+
+
 def regional(cube: OpenCube, bbox: tuple[float, float, float, float], days: slice, variables: list[str], how: str,
              limit: int) -> dict:  # fmt: skip
     """The bbox's ``total`` (Tg C over the days) or ``mean`` (g C m-2 d-1 over the computed area and the days) per
@@ -233,6 +244,14 @@ def _holds(cube: OpenCube, rows: slice, cols: slice) -> bool:
     return (
         have_rows.start <= rows.start and rows.stop <= have_rows.stop
         and have_cols.start <= cols.start and cols.stop <= have_cols.stop
+    )  # fmt: skip
+
+
+def _overlaps(cube: OpenCube, rows: slice, cols: slice) -> bool:
+    have_rows, have_cols = cube.requested
+    return (
+        have_rows.start < rows.stop and rows.start < have_rows.stop
+        and have_cols.start < cols.stop and cols.start < have_cols.stop
     )  # fmt: skip
 
 

@@ -124,6 +124,39 @@ class SubsetResponse(BaseModel):
     provenance: Provenance
 
 
+class LegendStop(BaseModel):
+    """A value and the colour its pixels have."""
+
+    value: float
+    color: str = Field(pattern=r"^#[0-9a-f]{6}$", examples=["#78c679"])
+
+
+class Legend(BaseModel):
+    """How a tile layer is coloured: ``stops`` run from ``rescale[0]`` to ``rescale[1]`` in even steps; values
+    beyond take the colour of the nearer end."""
+
+    variable: str
+    units: str = Field(examples=["g C m-2 d-1"])
+    colormap: str
+    rescale: tuple[float, float]
+    stops: list[LegendStop]
+
+
+class TileJSON(BaseModel):
+    """TileJSON 3.0.0 of a tile layer (https://github.com/mapbox/tilejson-spec/tree/master/3.0.0)."""
+
+    tilejson: Literal["3.0.0"] = "3.0.0"
+    name: str
+    description: str
+    attribution: str
+    scheme: Literal["xyz"] = "xyz"
+    tiles: list[str] = Field(description="the tile URL template, with this request's query")
+    bounds: tuple[float, float, float, float] = Field(description="the cube's bbox: W, S, E, N")
+    center: tuple[float, float, int] = Field(description="longitude, latitude and zoom to open at")
+    minzoom: int
+    maxzoom: int
+
+
 class UpscaleRequest(JobRequest):
     """An upscaling job (`jobs.request.JobRequest`) by a checkpoint's name, written as the cube ``output``."""
 

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     default_cube: str | None = Field(
         None, description="the cube queries without cube= use when it holds the point or bbox and the period"
     )
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"], description="origins whose browser pages may read the API (CORS); default: any"
+    )
+    cache_max_age_s: int = Field(
+        60, ge=0, description="seconds a client or proxy may reuse a cube read (Cache-Control max-age) before it "
+        "revalidates it with its ETag"
+    )  # fmt: skip
     max_live_jobs: int = Field(20, gt=0, description="jobs queued or running at once, all clients; more get 429")
     max_live_jobs_per_client: int = Field(
         5, gt=0, description="jobs queued or running at once per client address; more get 429"
