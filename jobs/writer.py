@@ -47,11 +47,12 @@ class CubeSpec(BaseModel):
     ``request`` is the job's request resolved: the checkpoint by name, the support years and the members filled
     in (`jobs.request.JobRequest`). A job resumes into an existing cube only when its spec is equal, field by
     field. Default chunks are 46 days x 50 x 50 cells (about 0.46 MB of float32), so that both point series and
-    day maps (map tiles) read fast without a cache: reading the demo's GPP cold on a busy 2-core machine, a one-day
-    200 x 200 map took 12.8 ms and a one-year point read of three variables 18.7 ms, where (92, 50, 50), the default
-    until map tiles came, took 30-40 ms / 24-37 ms, (31, 50, 50) 12.5 ms / 28 ms and (365, 25, 25) 123 ms / 7.5 ms
-    (docs/BENCHMARKS.md, "Map tiles"). ``chunk_time`` defaults to the whole period when that is shorter than 46
-    days. ``tile_chunks`` is part of the spec because tile ids, and so the ledger, depend on it.
+    day maps (map tiles) read fast without a cache: reading two demo cubes cold with zarr, side by side on a 2-core
+    machine, a one-day 200 x 200 map took 19-21 ms with these chunks and 31-36 ms with (92, 50, 50), the default
+    until map tiles came, and a one-year point read of three variables 28-31 ms against 29-32 ms; (365, 25, 25)
+    took 123 ms / 7.5 ms and (92, 100, 100) 38 ms / 99 ms (docs/BENCHMARKS.md, "Map tiles").
+    ``chunk_time`` defaults to the whole period when that is shorter than 46 days. ``tile_chunks`` is part of the
+    spec because tile ids, and so the ledger, depend on it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
