@@ -61,7 +61,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                    help="where workers run the model; auto takes a GPU where a worker has one (default: %(default)s)")
     p.add_argument("--chunks", metavar="TIME,LAT,LON",
-                   help="the cube's chunks in days and cells (default: 92,50,50); a tile is 2 x 2 chunks in space")
+                   help="the cube's chunks in days and cells (default: 46,50,50); a tile is 2 x 2 chunks in space")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true",
                    help="check the job and print its tiles, land pixels, bytes to read and write, and an estimated "

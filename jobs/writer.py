@@ -34,8 +34,8 @@ from tamrl.errors import ConfigError, DataError
 from tamrl.features import FEATURE_SETS
 
 LEDGER = "_ledger"  # Zarr group holding one marker object per finished tile
-DEFAULT_CHUNK_TIME = 92  # days: a calendar year is 4 chunks
-DEFAULT_CHUNK_SPACE = 50  # cells (2.5 deg): about 0.9 MB of float32 per chunk with 92 days
+DEFAULT_CHUNK_TIME = 46  # days: a calendar year is 8 chunks
+DEFAULT_CHUNK_SPACE = 50  # cells (2.5 deg): about 0.46 MB of float32 per chunk with 46 days
 STATIC_CHUNK_FACTOR = 10  # igbp and land_mask chunks span 10 x 10 flux chunks: 120 objects for the globe, not 10,000
 MEMBER_LONG_NAME = "ensemble member (checkpoint member index)"
 PAPER = "Rozanov, Renganathan and Kumar, TAM-RL, arXiv 2603.09974 (2026)"
@@ -46,11 +46,13 @@ class CubeSpec(BaseModel):
 
     ``request`` is the job's request resolved: the checkpoint by name, the support years and the members filled
     in (`jobs.request.JobRequest`). A job resumes into an existing cube only when its spec is equal, field by
-    field. Default chunks are 92 days x 50 x 50 cells (about 0.9 MB of float32): on the DESIGN benchmark's terms,
-    a one-year point read of three variables takes about 13 ms and a one-day 200 x 200 map about 23 ms, where
-    (365, 50, 50) gives 19 ms / 163 ms and (30, 200, 200) 322 ms / 19 ms (measured here on a busy 2-core
-    machine). ``chunk_time`` defaults to the whole period when that is shorter than 92 days. ``tile_chunks`` is
-    part of the spec because tile ids, and so the ledger, depend on it.
+    field. Default chunks are 46 days x 50 x 50 cells (about 0.46 MB of float32), so that both point series and
+    day maps (map tiles) read fast without a cache: reading two demo cubes cold with zarr, side by side on a 2-core
+    machine, a one-day 200 x 200 map took 19-21 ms with these chunks and 31-36 ms with (92, 50, 50), the default
+    until map tiles came, and a one-year point read of three variables 28-31 ms against 29-32 ms; (365, 25, 25)
+    took 123 ms / 7.5 ms and (92, 100, 100) 38 ms / 99 ms (docs/BENCHMARKS.md, "Map tiles").
+    ``chunk_time`` defaults to the whole period when that is shorter than 46 days. ``tile_chunks`` is part of the
+    spec because tile ids, and so the ledger, depend on it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -71,7 +73,7 @@ class CubeSpec(BaseModel):
     @classmethod
     def _defaults(cls, data: Any) -> Any:
         """Read a spec of tamrl 0.x (the request's fields at the top level), and fill ``chunk_time`` with
-        min(92, days in the period) when it is not given."""
+        min(DEFAULT_CHUNK_TIME, days in the period) when it is not given."""
         if not isinstance(data, dict):
             return data
         if "request" not in data and "bbox" in data:

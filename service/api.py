@@ -5,7 +5,8 @@
 (`service.routes`). Domain errors map to status codes in one table, ERROR_STATUS; every error body (4xx, 503) is a
 Problem.
 
-Limits on what clients send (body size and time, requests a minute) are middleware (`service.limits`); the work all
+CORS (Starlette's CORSMiddleware, origins from the settings), Cache-Control and ETags (`service.web`) are middleware,
+as are the limits on what clients send (body size and time, requests a minute, `service.limits`); the work all
 requests together may do at once is `service.admission`; the request line, headers and connections are limited by
 the server (`service.server`).
 """
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, answer=error_response, timeout=settings.body_timeout_s, larger=larger)
     if settings.rate_limit:
         app.add_middleware(RateLimit, answer=error_response, per_minute=settings.rate_limit)
-    app.add_middleware(WebConventions, catalog=catalog, max_age=settings.cache_max_age_s)
+    app.add_middleware(WebConventions, answer=error_response, catalog=catalog, max_age=settings.cache_max_age_s)
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=CORS_METHODS,
                        allow_headers=["*"], expose_headers=CORS_EXPOSED)  # fmt: skip
     for router in ROUTERS:

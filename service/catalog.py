@@ -4,8 +4,9 @@ Only complete cubes (``tamrl_complete = 1``, set by `jobs.writer.Cube.finalize`)
 is still writing never answers with holes. A cube is re-opened when its root ``zarr.json`` changes (a job
 finalizing or overwriting it), which is checked with one ``stat`` (or object-store HEAD) per cube and request.
 
-Point queries read through a process-wide cache of decoded chunks (`ChunkCache`): a one-year series of six
-variables touches 24 chunks of about 0.9 MB, and decoding them dominates a query; a cached query is numpy indexing.
+Point queries and map tiles read through a process-wide cache of decoded chunks (`ChunkCache`): a one-year series of
+six variables touches 48 chunks of about 0.46 MB, and decoding them dominates a query; a cached query is numpy
+indexing, and neighbouring tiles, zoom levels and days of one chunk share its decoding.
 
 A store without readable root metadata yet (being created, replaced or removed by a job) is skipped quietly. Any
 other storage error (the cubes folder missing or unreadable, a bucket unreachable, a cube's metadata unreadable) is

@@ -13,6 +13,7 @@ mask is the cube's own static layer.
 """
 
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -94,11 +95,9 @@ def tile_of(z: int, x: int, y: int) -> morecantile.Tile:
 def tile_cells(tile: morecantile.Tile) -> tuple[slice, slice]:
     """Global rows and columns of the cells a tile touches, clipped to the grid."""
     west, south, east, north = TMS.bounds(tile)
-    rows = slice(max(int(np.floor((90 - north) * grid.PER_DEG)), 0), min(int(np.ceil((90 - south) * grid.PER_DEG)),
-                                                                          grid.N_LAT))  # fmt: skip
-    cols = slice(max(int(np.floor((west + 180) * grid.PER_DEG)), 0), min(int(np.ceil((east + 180) * grid.PER_DEG)),
-                                                                         grid.N_LON))  # fmt: skip
-    return rows, cols
+    top, bottom = math.floor((90 - north) * grid.PER_DEG), math.ceil((90 - south) * grid.PER_DEG)
+    left, right = math.floor((west + 180) * grid.PER_DEG), math.ceil((east + 180) * grid.PER_DEG)
+    return slice(max(top, 0), min(bottom, grid.N_LAT)), slice(max(left, 0), min(right, grid.N_LON))
 
 
 def cube_window(cube: OpenCube, rows: slice, cols: slice) -> tuple[slice, slice]:

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
         "cubes are at a URL)"
     )  # fmt: skip
     job_chunks: tuple[int, int, int] | None = Field(
-        None, description="chunks (days, cells, cells) of the cubes jobs write (default: jobs.writer's 92, 50, 50)"
+        None, description="chunks (days, cells, cells) of the cubes jobs write (default: jobs.writer's 46, 50, 50)"
     )
     max_cells: int = Field(
         2_000_000, gt=0, description="largest bbox request, in pixel-days x variables; larger ones get 413"

@@ -116,7 +116,7 @@ def test_extent_is_clipped_at_the_globe_edge():
 
 def test_spec_defaults_and_checks():
     assert make_spec(chunk_time=None).chunk_time == DAYS  # a short period is one time chunk
-    assert make_spec(chunk_time=None, end="2020-12-31").chunk_time == 92
+    assert make_spec(chunk_time=None, end="2020-12-31").chunk_time == 46
     assert CubeSpec.model_fields["chunk_lat"].default == CubeSpec.model_fields["chunk_lon"].default == 50
     assert get_args(CubeSpec.model_fields["nee_rule"].annotation) == NEE_RULES
     assert get_args(CubeSpec.model_fields["inference_mode"].annotation) == MODES

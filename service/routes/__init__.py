@@ -1,4 +1,5 @@
-"""The API's endpoints, one `fastapi.APIRouter` per family, each in its own module: `cubes`, `flux` and `jobs`.
+"""The API's endpoints, one `fastapi.APIRouter` per family, each in its own module: `cubes`, `flux`, `regions`,
+`tiles` and `jobs`.
 
 `service.api.create_app` includes every router; a new family (polygon totals, map tiles, a viewer page) is one new
 module here with its ``router``, added to `service.api.ROUTERS`. Handlers take the app's parts through
