@@ -11,11 +11,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from jobs.regions import RegionLimits, cell_weights, parse_regions
+from jobs.regions import CellWeights, Region, RegionLimits, cell_weights, parse_regions
 from jobs.reports import FORMATS, report
 from jobs.totals import CubeSource, TotalsQuery, cube_days, read_cost, totals
 from service.admission import Admission
-from service.catalog import Catalog
+from service.catalog import Catalog, OpenCube
 from service.dependencies import AdmissionDep, CatalogDep, SettingsDep
 from service.queries import Period, cube_holding, parse_variables
 from service.routes import PROBLEMS
@@ -70,13 +70,7 @@ async def flux_region(request: Request, settings: SettingsDep, catalog: CatalogD
 def _answer(body: bytes, settings: Settings, catalog: Catalog, admission: Admission, query: RegionQuery) -> Response:
     regions = parse_regions(body, RegionLimits(settings.max_region_features, settings.max_region_vertices))
     weights = [cell_weights(region) for region in regions]
-    rows = min(int(w.rows.min()) for w in weights), max(int(w.rows.max()) for w in weights) + 1
-    cols = min(int(w.cols.min()) for w in weights), max(int(w.cols.max()) for w in weights) + 1
-    period = Period(query.start, query.end)
-    bounds = tuple(round(v, 4) for v in (min(r.bounds[0] for r in regions), min(r.bounds[1] for r in regions),
-                                         max(r.bounds[2] for r in regions), max(r.bounds[3] for r in regions)))
-    what = f"area (W, S, E, N) {bounds} of the regions"
-    cube, _ = cube_holding(catalog, slice(*rows), slice(*cols), period, what, query.cube)
+    cube = _cube(catalog, regions, weights, Period(query.start, query.end), query.cube)
     source = CubeSource(cube.name, cube.group, cube.spec, cube.origin)
     wanted = TotalsQuery(start=query.start, end=query.end, freq=query.freq,
                          variables=tuple(parse_variables(query.variables)))  # fmt: skip
@@ -87,3 +81,14 @@ def _answer(body: bytes, settings: Settings, catalog: Catalog, admission: Admiss
     if query.format != "json":
         headers["Content-Disposition"] = f'attachment; filename="{cube.name}_totals.{query.format}"'
     return Response(kind.render(report(source, wanted, results)), media_type=kind.media_type, headers=headers)
+
+
+def _cube(catalog: Catalog, regions: list[Region], weights: list[CellWeights], period: Period,
+          name: str | None) -> OpenCube:  # fmt: skip
+    """The cube named, or chosen by the service's rule among those holding every cell the regions touch."""
+    rows = slice(min(int(w.rows.min()) for w in weights), max(int(w.rows.max()) for w in weights) + 1)
+    cols = slice(min(int(w.cols.min()) for w in weights), max(int(w.cols.max()) for w in weights) + 1)
+    west, south = min(r.bounds[0] for r in regions), min(r.bounds[1] for r in regions)
+    east, north = max(r.bounds[2] for r in regions), max(r.bounds[3] for r in regions)
+    what = f"area (W, S, E, N) {tuple(round(v, 4) for v in (west, south, east, north))} of the regions"
+    return cube_holding(catalog, rows, cols, period, what, name)[0]
