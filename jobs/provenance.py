@@ -4,7 +4,7 @@ references and the FLUXNET2015 attribution (CC-BY-4.0 asks that it travel with d
 from typing import Any
 
 from jobs.writer import CubeSpec
-from tamrl.checkpoint import FLUXNET_ATTRIBUTION
+from tamrl.attribution import FLUXNET_ATTRIBUTION
 
 SYNTHETIC_WARNING = (
     "SYNTHETIC: this cube's drivers were invented by jobs.synthetic for testing and demonstration; its values are "

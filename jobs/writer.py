@@ -29,7 +29,7 @@ from jobs.outputs import DAILY, MEMBER_DIMS, OUTPUTS, VARIABLES, month_starts
 from jobs.request import JobRequest
 from jobs.tiles import CubeExtent, Tile, plan_tiles
 from tamrl import __version__
-from tamrl.checkpoint import FLUXNET_ATTRIBUTION
+from tamrl.attribution import FLUXNET_ATTRIBUTION
 from tamrl.errors import ConfigError, DataError
 from tamrl.features import FEATURE_SETS
 

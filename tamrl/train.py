@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tamrl.checkpoint import FLUXNET_ATTRIBUTION, save_bundle
+from tamrl.attribution import FLUXNET_ATTRIBUTION
+from tamrl.checkpoint import save_bundle
 from tamrl.config import TrainConfig, cpu_threads
 from tamrl.data import Site
 from tamrl.dataset import (
