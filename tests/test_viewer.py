@@ -98,6 +98,9 @@ def page(browser, base):
     """The viewer loaded, its map's tiles loaded."""
     browser.get(f"{base}/")
     until(browser, "return document.body.dataset.tiles === 'loaded'")
+    # Leaflet fades new tiles in over 0.2 s: a screenshot taken before the end blends them with the layer below
+    tiles = "[...document.querySelectorAll('.leaflet-tile')]"
+    until(browser, f"return {tiles}.every(t => getComputedStyle(t).opacity === '1')")
     return browser
 
 
