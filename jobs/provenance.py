@@ -27,3 +27,8 @@ def provenance(name: str, spec: CubeSpec, attrs: dict[str, Any]) -> dict[str, An
     if spec.synthetic:
         out["warning"] = SYNTHETIC_WARNING
     return out
+
+
+def header_lines(fields: dict[str, Any]) -> str:
+    """``fields`` as ``# key: value`` lines, the header of a CSV answer (``pandas.read_csv(comment="#")`` skips it)."""
+    return "".join(f"# {key}: {value}\n" for key, value in fields.items())

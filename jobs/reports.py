@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from jobs.provenance import provenance
+from jobs.provenance import header_lines, provenance
 from jobs.totals import NEE_RULES, CubeSource, RegionTotals, Row, TotalsQuery
 from tamrl.features import TARGET_UNITS
 
@@ -76,8 +76,7 @@ def to_csv(document: dict[str, Any]) -> bytes:
     out = io.StringIO()
     header = {**document["provenance"], "units": "totals in Tg C, mean in g C m-2 d-1, areas in km2",
               "nee_rule": document["nee_rule"], "method": document["method"]}  # fmt: skip
-    for key, value in header.items():
-        out.write(f"# {key}: {value}\n")
+    out.write(header_lines(header))
     columns = ["feature_index", "feature_id", "start", "end", "days", "variable",
                *(f"{s}_TgC" if s != "mean" else "mean_gC_m-2_d-1" for s in STATISTICS),
                "area_km2", "computed_area_km2", "not_computed_area_km2"]  # fmt: skip

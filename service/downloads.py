@@ -21,6 +21,7 @@ from rasterio.transform import Affine, from_bounds
 
 from jobs import grid
 from jobs.outputs import OUTPUTS, spread_of
+from jobs.provenance import header_lines
 from tamrl.features import TARGET_UNITS
 
 GEOTIFF = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -79,8 +80,7 @@ def to_csv(document: dict[str, Any]) -> bytes:
     out = io.StringIO()
     header = {**document["provenance"], "units": document["units"],
               **{key: document[key] for key in ("lat", "lon", "cell_lat", "cell_lon", "igbp")}}  # fmt: skip
-    for key, value in header.items():
-        out.write(f"# {key}: {value}\n")
+    out.write(header_lines(header))
     table = {column(name, key): values for name, series in document["variables"].items()
              for key, values in series.items()}  # fmt: skip
     pd.DataFrame(table, index=pd.Index(document["time"], name="date")).to_csv(out, float_format="%.4f")
